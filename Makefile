@@ -1,0 +1,76 @@
+# nestos-installer developer entry points. Run as root on Debian 12 (apt + loop devices).
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PREFIX ?= /usr
+DESTDIR ?=
+
+# Everything the tests touch for real. Debian's python3-gpg/-systemd/-pyudev are the
+# GPGME, systemd and udev bindings (the venv sees them via --system-site-packages).
+APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
+	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
+	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree
+E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod
+
+.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench install clean
+
+all: test
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+
+e2e-deps:
+	@missing=$$(for p in $(E2E_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]' \
+		--config-settings editable_mode=compat
+	touch $@
+
+venv: deps $(VENV)/.stamp
+
+lint: venv
+	$(VENV)/bin/ruff check nestos_inst tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VPY) -m pytest -m "not e2e"
+
+# The README's test command: lint, strict types, then every test but the VM boot.
+test: venv
+	$(VENV)/bin/ruff check nestos_inst tests bench
+	$(VENV)/bin/mypy
+	$(VPY) -m pytest -m "not e2e"
+
+demo: venv
+	$(VPY) -m tests.demo
+
+e2e: venv e2e-deps
+	$(VPY) -m pytest -m e2e tests/e2e
+
+bench: venv
+	$(VPY) -m bench
+
+install:
+	$(PYTHON) -m pip install --no-deps --no-build-isolation --prefix=$(PREFIX) \
+		--root=$(if $(DESTDIR),$(DESTDIR),/) .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,90 @@
+"""Shared argparse plumbing: 80-column help, hidden commands, handler dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from ..errors import NestosError
+
+Handler = Callable[[argparse.Namespace], int | None]
+SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help text that never exceeds 80 columns, whatever $COLUMNS says."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=80, max_help_position=30)
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser with our formatter and clap-like `error:` usage errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+
+
+def add_command(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    help: str,
+    *,
+    hidden: bool = False,
+    description: str | None = None,
+    handler: Handler | None = None,
+) -> argparse.ArgumentParser:
+    """Add a subcommand; hidden ones parse normally but stay out of --help."""
+    if hidden:
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, description=description or help, formatter_class=Formatter
+        )
+        # argparse lists choices from _choices_actions; drop ours to hide it.
+        sub._choices_actions = [a for a in sub._choices_actions if a.dest != name]
+    else:
+        parser = sub.add_parser(
+            name, help=help, description=description or help, formatter_class=Formatter
+        )
+    if handler is not None:
+        parser.set_defaults(func=handler)
+    return parser
+
+
+def add_group(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    help: str,
+    *,
+    hidden: bool = False,
+) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """A command group: invoked without a subcommand it prints usage and exits 2."""
+    parser = add_command(sub, name, help, hidden=hidden)
+
+    def show_usage(_: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=show_usage)
+    return parser.add_subparsers(title="subcommands", metavar="COMMAND", parser_class=Parser)
+
+
+def restore_sigpipe() -> None:
+    """`show`-style commands die silently on a closed pipe, like upstream."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def binary_stdout(refuse_tty: bool = True) -> BinaryIO:
+    """stdout for binary data; refuses a terminal (compat-spec §1.11)."""
+    if refuse_tty and os.isatty(sys.stdout.fileno()):
+        raise NestosError("Refusing to write binary data to terminal")
+    return sys.stdout.buffer

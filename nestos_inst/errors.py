@@ -1,0 +1,75 @@
+"""One error hierarchy and the `Error: <chain>` rendering of compat-spec §12.2.
+
+Every failure we report is a NestosError whose ``__cause__`` chain carries the
+lower-level reasons, mirroring anyhow's context chains so messages match upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+class NestosError(Exception):
+    """A runtime failure: exit status 1, printed as an error chain."""
+
+
+class UsageError(NestosError):
+    """Bad command-line input found after parsing (still exit 2, like clap)."""
+
+
+class CommandError(NestosError):
+    """An external command failed; its stderr is the cause."""
+
+
+class FormatError(NestosError):
+    """Malformed input media (ISO, cpio, GPT, osmet, JSON metadata...)."""
+
+
+class VerifyError(NestosError):
+    """Signature or digest verification failed."""
+
+
+def describe(exc: BaseException) -> str:
+    """Render one link the way Rust's std::io::Error does, so texts match upstream."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return f"{exc.strerror} (os error {exc.errno})"
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def chain(exc: BaseException) -> list[str]:
+    """Messages from the outermost context to the innermost cause."""
+    out: list[str] = []
+    cur: BaseException | None = exc
+    seen: set[int] = set()
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        out.append(describe(cur))
+        cur = cur.__cause__
+    return out
+
+
+def format_chain(exc: BaseException) -> str:
+    """`Error: top` plus a `Caused by:` section, numbered when there are 2+ causes."""
+    msgs = chain(exc)
+    text = f"Error: {msgs[0]}"
+    causes = msgs[1:]
+    if len(causes) == 1:
+        text += "\n\nCaused by:\n    " + causes[0].replace("\n", "\n    ")
+    elif causes:
+        text += "\n\nCaused by:"
+        for i, cause in enumerate(causes):
+            text += f"\n    {i}: " + cause.replace("\n", "\n       ")
+    return text
+
+
+@contextlib.contextmanager
+def context(message: str) -> Iterator[None]:
+    """Wrap any failure inside the block as the cause of `message`."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise NestosError(message) from exc

@@ -1,0 +1,51 @@
+"""Fixtures shared by every test area."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.gpgkey import SigningKey, make_key
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def upstream_dir() -> Path:
+    env = os.environ.get("NESTOS_UPSTREAM_FIXTURES")
+    return Path(env) if env else REPO.parent / "shared" / "fixtures" / "upstream"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Path:
+    """The read-only upstream fixture tree; the compat suite skips visibly without it."""
+    path = upstream_dir()
+    if not path.is_dir():
+        pytest.skip(f"upstream fixtures not found at {path} (set NESTOS_UPSTREAM_FIXTURES)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    key = make_key(tmp_path_factory.mktemp("gpg"))
+    yield key
+    key.close()
+
+
+@pytest.fixture(scope="session")
+def other_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    """A second key that nobody trusts."""
+    key = make_key(tmp_path_factory.mktemp("gpg-other"), name="untrusted key")
+    yield key
+    key.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (loop devices, mounts)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,1 @@
+"""Helpers that build real test media and drive real tools."""
