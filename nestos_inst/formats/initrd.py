@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO, Protocol
 
 from ..errors import FormatError
+from ..profile import ALL, Profile
 from . import cpio
 from .glob import compile_globs
 
@@ -298,3 +299,24 @@ def compress(archive: bytes) -> bytes:
 def write_initrd(members: Mapping[str, bytes]) -> bytes:
     """The §1.8 archive of `members`, xz-compressed (an empty map gives a trailer only)."""
     return compress(cpio.write_archive(members))
+
+
+def network_patterns(profiles: Sequence[Profile] = ALL) -> list[str]:
+    """Globs selecting the first-boot network keyfiles of every profile."""
+    return [f"{p.initrd_network_dir}/*" for p in profiles]
+
+
+def network_members(
+    members: Mapping[str, bytes], profiles: Sequence[Profile] = ALL
+) -> tuple[Profile | None, dict[str, bytes]]:
+    """The keyfiles of the first profile (NestOS before CoreOS) that has any.
+
+    An initrd normally carries one brand; if both are present the NestOS set is the
+    one the NestOS live system reads, so it wins. Returns (None, {}) when there are none.
+    """
+    for profile in profiles:
+        prefix = profile.initrd_network_dir + "/"
+        found = {k: v for k, v in members.items() if k.startswith(prefix)}
+        if found:
+            return profile, found
+    return None, {}
