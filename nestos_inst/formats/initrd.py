@@ -24,6 +24,8 @@ _ZSTD_FRAME = 0xFD2FB528
 _ZSTD_SKIPPABLE = 0x184D2A50
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
+# xz -9 needs 65 MiB to decode; a forged header must not make us reserve gigabytes.
+_XZ_MEMLIMIT = 512 << 20
 
 archive_bytes = cpio.write_archive
 
@@ -124,7 +126,7 @@ class _Xz:
 
     def __init__(self, inp: _Input) -> None:
         self._inp = inp
-        self._x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        self._x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
         self._eof = False
 
     def read(self, n: int) -> bytes:
