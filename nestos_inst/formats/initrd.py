@@ -109,7 +109,7 @@ class _Gzip:
             try:
                 out = self._z.decompress(data, n)
             except zlib.error as exc:
-                raise FormatError(f"decoding gzip stream: {exc}") from exc
+                raise FormatError("decoding gzip stream") from exc
             self._tail = self._z.unconsumed_tail
             if self._z.eof:
                 self._eof = True
@@ -137,7 +137,7 @@ class _Xz:
             try:
                 out = self._x.decompress(data, n)
             except lzma.LZMAError as exc:
-                raise FormatError(f"decoding xz stream: {exc}") from exc
+                raise FormatError("decoding xz stream") from exc
             if self._x.eof:
                 self._eof = True
                 self._inp.unread(self._x.unused_data)
@@ -182,7 +182,7 @@ class _Zstd:
         try:
             self._out += self._dobj.decompress(data)
         except self._zstd.ZstdError as exc:
-            raise FormatError(f"decoding zstd stream: {exc}") from exc
+            raise FormatError("decoding zstd stream") from exc
 
     def _start_frame(self) -> bool:
         """Begin the next frame; False when the stream has ended."""
