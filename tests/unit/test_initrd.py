@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,12 @@ def test_zstd_multiframe_and_skippable() -> None:
     skippable = (0x184D2A5A).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
     data = skippable + initrdmedia.zstd(archive[:half]) + initrdmedia.zstd(archive[half:])
     assert read_initrd(data) == {"a": b"x" * 1000, "b": b"y"}
+
+
+def test_cpio_extracts_ours(tmp_path: Path) -> None:
+    members = {"config.ign": CONFIG, "etc/nestos-firstboot-network/a b": b"x" * 1001, "é": b""}
+    initrdmedia.cpio_extract(initrdmedia.xzcat(write_initrd(members)), tmp_path)
+    got = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert got == members
+    assert (tmp_path / "config.ign").stat().st_mode & 0o7777 == 0o600
+    assert (tmp_path / "etc").stat().st_mode & 0o7777 == 0o755
