@@ -180,7 +180,11 @@ class _Decoder(io.RawIOBase):
             return out
         if self._done or size == 0:
             return b""
-        return self._produce(size)
+        data = self._produce(size)
+        if len(data) > size:  # decoders may hand out bigger pieces: keep the rest
+            self._buf, self._off = data, size
+            return data[:size]
+        return data
 
     def readall(self) -> bytes:
         parts: list[bytes] = []
