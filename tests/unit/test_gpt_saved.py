@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import os
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestos_inst.disk.gpt import GPT, sniff_sector_size
+from nestos_inst.disk.gpt import GPT, Partition, sniff_sector_size
 from nestos_inst.disk.saved import (
     IndexFilter,
     LabelFilter,
@@ -20,7 +21,15 @@ from nestos_inst.disk.saved import (
     wipe_partition_table,
 )
 from nestos_inst.errors import FormatError, NestosError, format_chain
-from tests.helpers.diskmedia import MIB, Part, make_image, pattern, sfdisk_json, sgdisk_verify
+from tests.helpers.diskmedia import (
+    LINUX_FS,
+    MIB,
+    Part,
+    make_image,
+    pattern,
+    sfdisk_json,
+    sgdisk_verify,
+)
 
 DISK = 64 * MIB
 NAMES = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 7: "seven", 8: "",
@@ -137,7 +146,13 @@ def test_label_globs() -> None:
     with pytest.raises(NestosError) as info:
         parse_partition_filters(["***"], [])
     assert str(info.value) == "couldn't parse label glob '***'"
-    assert format_chain(info.value).startswith("Error: couldn't parse label glob '***'\n\nCaused")
+    assert format_chain(info.value) == (
+        "Error: couldn't parse label glob '***'\n\nCaused by:\n    Pattern syntax error near "
+        "position 2: wildcards are either regular `*` or recursive `**`"
+    )
+    for bad in ["a**", "[ab"]:
+        with pytest.raises(NestosError, match="couldn't parse label glob"):
+            parse_partition_filters([bad], [])
 
 
 @settings(max_examples=300, deadline=None)
@@ -386,3 +401,41 @@ def test_stash_and_wipe(disk: Path) -> None:
     finally:
         os.close(fd)
     assert sfdisk_json(disk).get("partitions", []) == []
+
+
+def _small_disk() -> bytes:
+    size = 128 * 1024
+    buf = io.BytesIO(bytes(size))
+    gpt = GPT.new(512, size)
+    for n, (first, last) in enumerate([(40, 79), (80, 119), (140, 180)], start=1):
+        gpt.add(_entry(n, first, last))
+    gpt.write(buf, size)
+    return buf.getvalue()
+
+
+def _entry(n: int, first: int, last: int) -> Partition:
+    return Partition(n, uuid.UUID(LINUX_FS), uuid.uuid4(), first, last, 0, f"p{n}")
+
+
+_SMALL = _small_disk()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, len(_SMALL) - 1), st.integers(0, 255)), max_size=6),
+    st.sampled_from([(["*"], []), ([], ["2-"]), (["p1"], ["3"])]),
+)
+def test_read_damaged_tables_only_raises_our_errors(
+    flips: list[tuple[int, int]], spec: tuple[list[str], list[str]]
+) -> None:
+    data = bytearray(_SMALL)
+    for off, val in flips:
+        data[off] = val
+    filters = parse_partition_filters(*spec)
+    try:
+        saved = SavedPartitions.read(io.BytesIO(bytes(data)), 512, len(data), filters)
+    except NestosError:
+        return
+    out = io.BytesIO(bytes(len(data)))
+    saved.write_fresh_table(out)  # whatever passed the dry run must be writable
+    assert GPT.read(out, 512, len(data)).entries == saved.entries
