@@ -31,7 +31,7 @@ from tests.helpers.diskmedia import (
     sgdisk_verify,
 )
 
-DISK = 64 * MIB
+DISK = 36 * MIB
 NAMES = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 7: "seven", 8: "",
          9: "nine", 10: "ten", 11: "eleven"}  # fmt: skip
 
