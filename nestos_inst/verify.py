@@ -135,6 +135,8 @@ class GpgHome:
         sigs = list(getattr(result, "signatures", None) or [])
         if not sigs:
             reason = "no signature found"
+        elif not self.trusted:
+            reason = f"no trusted keys: add armored keys to {KEY_DIR} or pass --keyring FILE"
         for sig in sigs:
             fpr = (sig.fpr or "").upper()
             problem: str | None = None
