@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -26,7 +26,7 @@ def sleeps() -> list[float]:
     return []
 
 
-def fake_sleep(record: list[float]) -> http.Callable[[float], http.Awaitable[None]]:
+def fake_sleep(record: list[float]) -> Callable[[float], Awaitable[None]]:
     async def sleep(delay: float) -> None:
         record.append(delay)
 
@@ -116,7 +116,9 @@ def test_connection_refused_is_retried(sleeps: list[float]) -> None:
     [{"etag": '"v1"'}, {"last_modified": time.time() - 3600}, {}],
     ids=["etag", "last-modified", "none"],
 )
-def test_resume_after_drop(server: Server, sleeps: list[float], validator: dict[str, object]) -> None:
+def test_resume_after_drop(
+    server: Server, sleeps: list[float], validator: dict[str, object]
+) -> None:
     server.add("/img", DATA, drop_after=1_000_000, drop_times=2, **validator)
     assert get_all(server, "/img", 2, sleeps) == DATA
     hits = server.hits("/img")

@@ -130,12 +130,26 @@ def test_fcos_stream_rows(upstream: Path) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["architectures", "artifacts", "formats", "disk", "location",
-                         "signature", "sha256", "x86_64", "metal", "raw.xz"]),
-        inner,
-        max_size=4,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "architectures",
+                    "artifacts",
+                    "formats",
+                    "disk",
+                    "location",
+                    "signature",
+                    "sha256",
+                    "x86_64",
+                    "metal",
+                    "raw.xz",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
     ),
     max_leaves=20,
 )

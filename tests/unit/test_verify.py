@@ -29,6 +29,14 @@ def leftover_homes() -> set[str]:
     return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("nestos-installer-")}
 
 
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GnuPG homes go to a per-test TMPDIR so leftovers are ours (/tmp is shared)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+
 @pytest.fixture
 def signed(tmp_path: Path, signing_key: SigningKey) -> tuple[Path, bytes]:
     data = bytes(range(256)) * 4096 + b"tail"
