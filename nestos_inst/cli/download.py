@@ -10,7 +10,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import NestosError
 from ..install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
@@ -137,7 +137,7 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
         fd, tmp = _temp_in(opts.directory)
         temps.append(tmp)
         try:
-            stream: BinaryIO = cast(BinaryIO, reader)
+            stream: BinaryIO = reader.binary()
             if target is not None:
                 stream = open_decompressed(stream, concatenated=False)
             with contextlib.closing(stream):
