@@ -25,7 +25,10 @@ from typing import Any
 from nestos_inst import profile as profiles
 
 KIB = 1024
-DEFAULT_KARGS = "mitigations=auto,nosmt {liveiso}=nestos-24.03.20240101.0 ignition.firstboot ignition.platform.id=metal"
+DEFAULT_KARGS = (
+    "mitigations=auto,nosmt {liveiso}=nestos-24.03.20240101.0 "
+    "ignition.firstboot ignition.platform.id=metal"
+)
 CONFIG = b'{"ignition": {"version": "3.0.0"}\n'
 KARG_HEADER_OFFSET = 32768 - 24 - 72
 GRUB_PREFIX = b"set timeout=5\nmenuentry 'Live' {\n  linux /images/pxeboot/vmlinuz "

@@ -21,6 +21,8 @@ FILES = {
     **{f"largedir/{i}.dat": str(i).encode() for i in range(1, 151)},
 }
 
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+
 
 @pytest.fixture(scope="module")
 def plain_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -96,7 +98,7 @@ def test_truncated_iso(plain_iso: Path, tmp_path: Path) -> None:
     half.write_bytes(data[: len(data) // 2])
     fd = os.open(half, os.O_RDONLY)
     try:
-        with pytest.raises(FormatError, match="^ISO image is incomplete$"):
+        with pytest.raises(FormatError, match=r"^ISO image is incomplete$"):
             IsoFs(fd)
     finally:
         os.close(fd)

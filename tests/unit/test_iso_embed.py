@@ -26,6 +26,8 @@ from tests.helpers.isomedia import (
     karg_area,
 )
 
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+
 
 @contextmanager
 def opened(path: Path) -> Iterator[IsoConfig]:
@@ -34,6 +36,9 @@ def opened(path: Path) -> Iterator[IsoConfig]:
         yield IsoConfig(fd)
     finally:
         os.close(fd)
+
+
+ISOLINUX = "isolinux/isolinux.cfg"
 
 
 def full_chain(exc: BaseException) -> str:
@@ -128,9 +133,9 @@ def test_members_round_trip(nestos_iso: LiveIso, tmp_path: Path) -> None:
 
 
 def test_config_too_large(nestos_iso: LiveIso) -> None:
-    with opened(nestos_iso.path) as iso:
-        with pytest.raises(FormatError, match=r"Compressed initramfs is too large: \d+ > 65536"):
-            iso.set_members({"config.ign": os.urandom(70000)})
+    too_large = r"Compressed initramfs is too large: \d+ > 65536"
+    with opened(nestos_iso.path) as iso, pytest.raises(FormatError, match=too_large):
+        iso.set_members({"config.ign": os.urandom(70000)})
 
 
 def test_non_live_iso(tmp_path: Path) -> None:
@@ -243,11 +248,11 @@ def test_legacy_header_too_long(tmp_path: Path) -> None:
     with open(built.path, "r+b") as f:
         f.seek(KARG_HEADER_OFFSET + 8)
         f.write((4096).to_bytes(8, "little"))
-    with pytest.raises(
-        FormatError, match=r"karg embed area length larger than 2048 \(found 4096\)"
+    with (
+        pytest.raises(FormatError, match=r"karg embed area length larger than 2048 \(found 4096\)"),
+        opened(built.path),
     ):
-        with opened(built.path):
-            pass
+        pass
 
 
 def _exercise(path: Path) -> None:
