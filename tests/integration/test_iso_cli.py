@@ -6,11 +6,9 @@ depend on a real process (TTY refusal, exit status, argparse) use `run_cli`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,84 +19,16 @@ from nestos_inst import profile as profiles
 from tests.helpers.cli import run_cli
 from tests.helpers.isomedia import (
     CONFIG,
-    LiveIso,
     LiveIsoSpec,
-    Result,
+    Media,
     build_live_iso,
     build_plain_iso,
+    fail,
+    ok,
     run_main,
+    sha,
+    temps,
 )
-
-MODES = ("stream", "copy", "inplace")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def temps(directory: Path) -> list[str]:
-    return [p.name for p in directory.iterdir() if "-installer-temp-" in p.name]
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, result.stderr.decode()
-    return result
-
-
-def fail(result: Result, message: str) -> Result:
-    assert result.returncode == 1, result.stderr.decode()
-    assert message in result.stderr.decode(), result.stderr.decode()
-    return result
-
-
-class Media:
-    """A pristine image plus fresh copies to edit, in one temp dir."""
-
-    def __init__(self, built: LiveIso, work: Path) -> None:
-        self.built = built
-        self.work = work
-        self.original = sha(built.path)
-        self.n = 0
-
-    def copy(self, src: Path | None = None) -> Path:
-        self.n += 1
-        dest = self.work / f"copy{self.n}.iso"
-        shutil.copyfile(src or self.built.path, dest)
-        return dest
-
-    def run(self, mode: str, *args: str, src: Path | None = None, input: bytes = b"") -> Path:
-        """Run `args ... [-o X] ISO` in `mode`; return the path of the result."""
-        iso = self.copy(src)
-        if mode == "inplace":
-            ok(run_main(*args, str(iso), input=input))
-            return iso
-        out = self.work / f"out{self.n}.iso"
-        if mode == "copy":
-            ok(run_main(*args, "-o", str(out), str(iso), input=input))
-        else:
-            res = ok(run_main(*args, "-o", "-", str(iso), input=input))
-            out.write_bytes(res.stdout)
-        assert sha(iso) == sha(src or self.built.path), "input changed in -o mode"
-        return out
-
-    def all_modes(self, *args: str, src: Path | None = None, input: bytes = b"") -> Path:
-        """Run in all three modes, assert identical outputs, return one of them."""
-        outs = [self.run(m, *args, src=src, input=input) for m in MODES]
-        assert len({sha(p) for p in outs}) == 1
-        assert temps(self.work) == []
-        return outs[0]
-
-    def all_fail(self, message: str, *args: str, src: Path | None = None) -> None:
-        """Every mode fails with `message`, leaves the input alone, creates nothing."""
-        for mode in MODES:
-            iso = self.copy(src)
-            before = sha(iso)
-            out = self.work / f"never{self.n}.iso"
-            extra = [] if mode == "inplace" else ["-o", str(out) if mode == "copy" else "-"]
-            fail(run_main(*args, *extra, str(iso)), message)
-            assert sha(iso) == before
-            assert not out.exists()
-        assert temps(self.work) == []
 
 
 @pytest.fixture(params=[profiles.NESTOS, profiles.COREOS], ids=["nestos", "coreos"])
@@ -271,7 +201,7 @@ def test_reset_and_aliases(media: Media, tmp_path: Path) -> None:
     assert sha(media.all_modes("iso", "reset", src=both)) == media.original
     cfg = tmp_path / "c.ign"
     cfg.write_bytes(CONFIG)
-    res = ok(run_main("iso", "embed", "-c", str(cfg), str(media.copy(media.built.path))))
+    res = ok(run_main("iso", "embed", "-c", str(cfg), str(media.copy())))
     assert res.stderr == b"`iso embed` is deprecated; use `iso ignition embed`.  Continuing.\n"
     embedded = media.work / f"copy{media.n}.iso"
     res = ok(run_main("iso", "show", str(embedded)))
