@@ -175,3 +175,17 @@ def test_cpio_extracts_ours(tmp_path: Path) -> None:
     assert got == members
     assert (tmp_path / "config.ign").stat().st_mode & 0o7777 == 0o600
     assert (tmp_path / "etc").stat().st_mode & 0o7777 == 0o755
+
+
+def test_customize_style_append() -> None:
+    """The `pxe customize` pattern: copy the input via tee while filtering, then append."""
+    live = initrdmedia.live_initramfs()
+    out = io.BytesIO()
+    wanted = ["etc/nestos-live-initramfs", "etc/nestos/features.json", "config.ign"]
+    found = read_initrd_stream(io.BytesIO(live), wanted, tee=out.write)
+    assert sorted(found) == ["etc/nestos-live-initramfs", "etc/nestos/features.json"]
+    out.write(write_initrd({"config.ign": CONFIG}))
+    result = out.getvalue()
+    assert result[: len(live)] == live
+    assert result[len(live)] == 0xFD and result[len(live) + 1 : len(live) + 6] == b"7zXZ\0"
+    assert read_initrd(result, ["config.ign"]) == {"config.ign": CONFIG}
