@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -304,3 +305,35 @@ def test_duplicate_boot_labels(tmp_path: Path) -> None:
     note = blockdev.duplicate_label_note(["/dev/sdb1"])
     assert note.startswith("\nNote: detected other devices with a filesystem labeled `boot`:\n")
     assert "  - /dev/sdb1\n" in note and note.endswith("wiping them with `wipefs -a`.\n\n")
+
+
+_NS_CHILD = """
+import os, sys
+from nestos_inst.disk.mount import mount_private
+outside = open(f"/proc/{sys.argv[2]}/mountinfo").read
+with mount_private(sys.argv[1], "ext4", private_namespace=True) as where:
+    assert os.path.ismount(where)
+    (where / "x").write_text("y")
+    assert f" {where} " not in outside(), "mount leaked into the parent namespace"
+    print(where)
+assert not where.exists()
+"""
+
+
+def test_private_namespace_mount(tmp_path: Path) -> None:
+    img = _three_parts(tmp_path / "d.img")
+    with loop_device(img) as dev:
+        _sh("mkfs.ext4", "-q", f"{dev}p1")
+        proc = subprocess.run(
+            [sys.executable, "-c", _NS_CHILD, f"{dev}p1", str(os.getpid())],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert proc.returncode == 0, proc.stderr
+        where = proc.stdout.strip()
+        assert where.startswith("/tmp/nestos-installer-")
+        assert not os.path.exists(where)
+        with mounted(f"{dev}p1") as check:
+            assert (check / "x").read_text() == "y"
