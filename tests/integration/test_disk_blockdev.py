@@ -337,3 +337,18 @@ def test_private_namespace_mount(tmp_path: Path) -> None:
         assert not os.path.exists(where)
         with mounted(f"{dev}p1") as check:
             assert (check / "x").read_text() == "y"
+
+
+def test_whole_disk_mounted(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "whole.img"
+    with open(img, "wb") as f:
+        f.truncate(16 * MIB)
+    with loop_device(img, partitions=False) as dev:
+        _sh("mkfs.ext4", "-q", dev)
+        with mounted(dev):
+            capfd.readouterr()
+            with pytest.raises(NestosError) as info:
+                check_exclusive(dev)
+            assert str(info.value) == "couldn't reread partition table: device is in use"
+            assert capfd.readouterr().err == ""
+        check_exclusive(dev)
