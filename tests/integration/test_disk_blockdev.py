@@ -413,3 +413,16 @@ def test_4kn_save_and_merge(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -
         ]
         reread_partitions(dev)
         assert [p.number for p in kernel_partitions(dev)] == [1, 2, 4, 5, 6, 9]
+
+
+def test_reread_busy_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = _three_parts(tmp_path / "d.img")
+    monkeypatch.setattr(blockdev, "REREAD_DELAY", 0.01)
+    with scanning_loop(img) as dev:
+        reread_partitions(dev)
+        _sh("mkfs.ext4", "-q", f"{dev}p1")
+        with mounted(f"{dev}p1"):
+            with pytest.raises(NestosError) as info:
+                reread_partitions(dev)
+            assert str(info.value) == "couldn't reread partition table: device is in use"
+            assert [p.number for p in kernel_partitions(dev)] == [1, 2, 3]  # nothing dropped
