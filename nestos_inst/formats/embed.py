@@ -22,6 +22,8 @@ KARG_HEADER_OFFSET = 32768 - 24 - 72
 KARG_HEADER_MAGIC = b"coreKarg"
 KARG_HEADER_LEN = 72
 MAX_KARG_AREA = 2048
+# Shipped areas are 256 KiB; corrupt metadata must not make us read gigabytes into RAM.
+MAX_INITRD_AREA = 256 << 20
 DEFAULT_IGNITION_FILE = "IMAGES/IGNITION.IMG"
 CONFIG_MEMBER = "config.ign"
 
@@ -299,6 +301,10 @@ class IsoConfig:
                 f"offset {offset} beyond end of {rec.name} ({rec.length} bytes)"
             )
         length = _int_field(info, "length", "igninfo", default=rec.length - offset)
+        if length > MAX_INITRD_AREA:
+            raise FormatError("reading initrd embed area") from FormatError(
+                f"initrd embed area length {length} larger than {MAX_INITRD_AREA}"
+            )
         try:
             return region_in_file(self.fs, rec, offset, length, "initrd embed area")
         except FormatError as exc:

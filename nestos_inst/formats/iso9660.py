@@ -22,6 +22,8 @@ _NAME_CHARS = frozenset(
 )
 # Bounds the descriptor scan so a file without a terminator can't make us read forever.
 _MAX_DESCRIPTORS = 64
+# Real directories are a few KiB; a corrupt length must not make us slurp gigabytes.
+MAX_DIRECTORY = 16 << 20
 
 
 class NotFoundError(FormatError):
@@ -180,6 +182,8 @@ class IsoFs:
         """Entries of a directory in on-disk order (zero bytes skip to the next sector)."""
         if not directory.is_dir:
             raise FormatError(f"entry {directory.name} is a file")
+        if directory.length > MAX_DIRECTORY:
+            raise FormatError(f"directory {directory.name} is too large; corrupt ISO?")
         data = self.read_at(directory.offset, directory.length)
         pos = 0
         end = len(data)

@@ -324,7 +324,7 @@ def _igninfo(obj: object) -> dict[str, bytes]:
             "reading initrd embed area",
         ),
         (
-            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 30})),
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 20})),
             ("iso", "reset"),
             "extends beyond IGNITION.IMG",
         ),

@@ -167,9 +167,13 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
             "reading initrd embed area: offset 1048576 beyond end of IGNITION.IMG",
         ),
         (
-            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 40})),
-            "reading initrd embed area: initrd embed area at offset 0 length 1099511627776 "
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 20})),
+            "reading initrd embed area: initrd embed area at offset 0 length 1048576 "
             "extends beyond IGNITION.IMG",
+        ),
+        (
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 40})),
+            "reading initrd embed area: initrd embed area length 1099511627776 larger than",
         ),
         (
             LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "offset": -5})),
@@ -212,6 +216,7 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
     ids=[
         "ign-offset",
         "ign-length",
+        "ign-huge",
         "ign-negative",
         "ign-json",
         "ign-missing",
@@ -290,3 +295,20 @@ def test_mutations_only_raise_our_errors(
         _exercise(path)
     except NestosError:
         pass
+
+
+def test_nestos_dir_wins_over_coreos(tmp_path: Path) -> None:
+    # A NestOS image that also carries a stray COREOS/ dir: NESTOS/ metadata is used.
+    stray = {"coreos/kargs.json": b"not json at all"}
+    built = build_live_iso(tmp_path / "both.iso", LiveIsoSpec(extra_files=stray))
+    with opened(built.path) as iso:
+        assert iso.profile is profiles.NESTOS
+        assert iso.kargs is not None and iso.kargs.current == built.default_kargs
+
+
+def test_coreos_layout_uses_coreos_names(tmp_path: Path) -> None:
+    built = build_live_iso(tmp_path / "c.iso", LiveIsoSpec(profile=profiles.COREOS))
+    with opened(built.path) as iso:
+        assert iso.profile is profiles.COREOS
+        assert iso.network_dir == "etc/coreos-firstboot-network"
+        assert iso.profile.temp_prefix == ".coreos-installer-temp-"
