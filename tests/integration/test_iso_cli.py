@@ -358,3 +358,31 @@ def test_bad_metadata_changes_nothing(
 ) -> None:
     media = Media(build_live_iso(tmp_path / "bad.iso", spec), tmp_path)
     media.all_fail(message, *args)
+
+
+def test_real_tools_read_our_output(tmp_path: Path) -> None:
+    """xorriso still reads the edited image; bsdtar and isoinfo see what we embedded."""
+    media = Media(build_live_iso(tmp_path / "live.iso"), tmp_path)
+    out = media.all_modes("iso", "ignition", "embed", input=CONFIG)
+    out = media.run("inplace", "iso", "kargs", "modify", "-a", "console=ttyS0", src=out)
+    extracted = tmp_path / "ignition.img"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(out), "-extract",
+         "/images/ignition.img", str(extracted)],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["bsdtar", "-tf", str(extracted)], capture_output=True, check=True
+    ).stdout
+    assert listing.split() == [b"config.ign"]
+    data = subprocess.run(
+        ["bsdtar", "-xOf", str(extracted), "config.ign"], capture_output=True, check=True
+    ).stdout
+    assert data == CONFIG
+    grub = subprocess.run(
+        ["isoinfo", "-i", str(out), "-x", "/EFI/NESTOS/GRUB.CFG;1"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert f"{media.built.default_kargs} console=ttyS0\n#".encode() in grub
