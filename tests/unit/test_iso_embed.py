@@ -312,3 +312,41 @@ def test_coreos_layout_uses_coreos_names(tmp_path: Path) -> None:
         assert iso.profile is profiles.COREOS
         assert iso.network_dir == "etc/coreos-firstboot-network"
         assert iso.profile.temp_prefix == ".coreos-installer-temp-"
+
+
+@pytest.fixture(scope="module")
+def embedded_iso(nestos_iso: LiveIso, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("embedded") / "embedded.iso"
+    path.write_bytes(nestos_iso.path.read_bytes())
+    fd = os.open(path, os.O_RDWR)
+    try:
+        iso = IsoConfig(fd)
+        iso.set_members({"config.ign": CONFIG, "etc/nestos-firstboot-network/a": b"[x]\n"})
+        for offset, data in iso.modified_regions():
+            os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+    return path
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=400), st.binary(min_size=1, max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_mutated_archive_only_raises_our_errors(
+    nestos_iso: LiveIso, embedded_iso: Path, tmp_path: Path, edits: list[tuple[int, bytes]]
+) -> None:
+    data = bytearray(embedded_iso.read_bytes())
+    for offset, patch in edits:
+        pos = nestos_iso.initrd_offset + offset
+        data[pos : pos + len(patch)] = patch
+    path = tmp_path / "mutated.iso"
+    path.write_bytes(bytes(data))
+    try:
+        _exercise(path)
+    except NestosError:
+        pass
