@@ -348,7 +348,7 @@ def _igninfo(obj: object) -> dict[str, bytes]:
         (
             LiveIsoSpec(extra_files={"nestos/kargs.json": b"\xff not json"}),
             ("iso", "ignition", "embed", "-i", "/dev/null"),
-            "decoding kargs.json",
+            "decoding kargs embed area info",
         ),
     ],
     ids=["ign-offset", "ign-length", "area-too-small", "karg-offset", "karg-size", "karg-json"],

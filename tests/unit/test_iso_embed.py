@@ -350,3 +350,10 @@ def test_mutated_archive_only_raises_our_errors(
         _exercise(path)
     except NestosError:
         pass
+
+
+def test_bad_features_json(tmp_path: Path) -> None:
+    spec = LiveIsoSpec(extra_files={"nestos/features.json": b"[1, 2"})
+    built = build_live_iso(tmp_path / "f.iso", spec)
+    with opened(built.path) as iso, pytest.raises(FormatError, match="parsing OS features"):
+        iso.features()
