@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -386,3 +387,25 @@ def test_real_tools_read_our_output(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert f"{media.built.default_kargs} console=ttyS0\n#".encode() in grub
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("iso", "kargs", "show"), ("iso", "ignition", "show"), ("dev", "show", "iso")],
+    ids=["kargs-show", "ignition-show", "dev-show-iso"],
+)
+def test_closed_pipe_is_silent(tmp_path: Path, args: tuple[str, ...]) -> None:
+    built = build_live_iso(tmp_path / "live.iso")
+    ok(run_main("iso", "ignition", "embed", str(built.path), input=CONFIG))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nestos_inst", *args, str(built.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # no reader left: the first write raises SIGPIPE
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGPIPE
+    assert err == b""
