@@ -6,6 +6,7 @@ depend on a real process (TTY refusal, exit status, argparse) use `run_cli`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -409,3 +410,23 @@ def test_closed_pipe_is_silent(tmp_path: Path, args: tuple[str, ...]) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGPIPE
     assert err == b""
+
+
+@pytest.mark.root
+def test_block_device_input(tmp_path: Path) -> None:
+    """An ISO written to a disk (loop device here) edits like a file (st_size is 0)."""
+    from tests.helpers.loop import loop_device
+
+    media = Media(build_live_iso(tmp_path / "live.iso"), tmp_path)
+    expected = sha(media.all_modes("iso", "ignition", "embed", input=CONFIG))
+    disk = media.copy()
+    with loop_device(disk, partitions=False) as dev:
+        assert ok(run_main("iso", "kargs", "show", dev)).stdout.endswith(b"metal\n")
+        copy = tmp_path / "from-dev.iso"
+        ok(run_main("iso", "ignition", "embed", "-o", str(copy), dev, input=CONFIG))
+        streamed = ok(run_main("iso", "ignition", "embed", "-o", "-", dev, input=CONFIG)).stdout
+        ok(run_main("iso", "ignition", "embed", dev, input=CONFIG))
+        assert ok(run_main("iso", "ignition", "show", dev)).stdout == CONFIG
+    assert sha(copy) == expected
+    assert hashlib.sha256(streamed).hexdigest() == expected
+    assert sha(disk) == expected
