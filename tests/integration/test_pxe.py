@@ -346,3 +346,17 @@ def test_epipe_error_for_wrap() -> None:
     proc = _closed_pipe_run(["pxe", "ignition", "wrap"], CONFIG)
     assert proc.returncode == 1
     assert b"Broken pipe" in proc.stderr
+
+
+def test_non_ascii_names_any_locale(tmp_path: Path) -> None:
+    data = write_initrd({f"{NETDIR}/café.nmconnection": b"x"})
+    env = {"PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    shown = ok(run_cli("dev", "show", "initrd", "-", input=data, env=env))
+    assert shown == f"{NETDIR}/café.nmconnection\n".encode()
+    dest = tmp_path / "d"
+    printed = ok(run_cli("pxe", "network", "unwrap", "-C", dest, input=data, env=env))
+    assert printed == f"{dest}/café.nmconnection\n".encode()
+    printed = ok(run_cli("dev", "extract", "initrd", "-v", "-C", dest, "-", input=data, env=env))
+    assert printed == f"{dest}/{NETDIR}/café.nmconnection\n".encode()
+    header = ok(run_cli("pxe", "network", "unwrap", input=data, env=env))
+    assert header == "########## café.nmconnection ##########\nx".encode()
