@@ -131,7 +131,7 @@ def build_ostree_image(
     seed: int = 0,
 ) -> OstreeImage:
     """Create `workdir/disk.img` (sparse) and return its facts."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not crypto
     workdir.mkdir(parents=True, exist_ok=True)
     tree = workdir / "tree"
     if tree.exists():
