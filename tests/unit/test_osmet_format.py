@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pytest
@@ -231,7 +232,7 @@ extents = st.builds(Extent, st.integers(0, 2**40), st.integers(0, 2**40), st.int
 def test_canonicalize_properties(maps: list[Mapping]) -> None:
     out, dropped, _ = canonicalize(maps)
     assert len(out) + dropped == len(maps)
-    for a, b in zip(out, out[1:], strict=False):
+    for a, b in itertools.pairwise(out):
         assert a.extent.physical + a.extent.length <= b.extent.physical
     covered = {(m.extent.physical, m.extent.physical + m.extent.length) for m in maps}
     for m in out:
