@@ -71,9 +71,11 @@ def packed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @contextlib.contextmanager
 def source_repo(image: OstreeImage) -> Iterator[Path]:
     """The image's own repo, mounted read-only without log replay (leaves it intact)."""
-    with loop_device(image.path, sector_size=image.sector_size) as dev:
-        with mounted(f"{dev}p3", options="ro,norecovery") as root:
-            yield root / "ostree" / "repo"
+    with (
+        loop_device(image.path, sector_size=image.sector_size) as dev,
+        mounted(f"{dev}p3", options="ro,norecovery") as root,
+    ):
+        yield root / "ostree" / "repo"
 
 
 @contextlib.contextmanager
