@@ -146,7 +146,7 @@ def _stream_format(target: Target) -> str:
 
 def _find_osmet(cfg: InstallConfig, target: Target) -> ImageSource | None:
     try:
-        from ..osmet.source import find_osmet  # type: ignore[attr-defined,unused-ignore]
+        from ..osmet.source import find_osmet  # type: ignore[import-untyped,attr-defined,unused-ignore]
     except ImportError:
         return None
     dirs = [Path(d) for d in cfg.osmet_dir] or [Path(p.osmet_dir) for p in ALL]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..disk.gpt import sniff_sector_size
 from ..errors import NestosError
 from ..io.compress import open_decompressed
+from ..io.limit import collision_message
 from ..io.pipeline import copy_to_fd, pwrite_all, read_exact
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def _limit(
     """The nearest of: first saved partition, end of target."""
     candidates: list[tuple[int, str]] = []
     if saved is not None and saved.limit_offset is not None:
-        candidates.append((saved.limit_offset, saved.limit_message))
+        conflict = saved.limit_message or "saved partition"
+        candidates.append((saved.limit_offset, collision_message(conflict, saved.limit_offset)))
     if size_limit is not None:
         candidates.append((size_limit, size_message))
     if not candidates:

@@ -185,9 +185,9 @@ def build_raw(dest: Path, recipe: Recipe) -> list[dict[str, object]]:
 
         # BIOS-BOOT: random bytes (stands in for GRUB's core.img).
         off, length = span("BIOS-BOOT")
-        with open(dest, "r+b") as f:
-            f.seek(off)
-            f.write(_pattern(recipe.seed + 7, length))
+        with open(dest, "r+b") as fr:
+            fr.seek(off)
+            fr.write(_pattern(recipe.seed + 7, length))
 
         efi = work / "efi.img"
         efi.write_bytes(b"")
