@@ -316,7 +316,8 @@ def execute(plan: Plan) -> None:
             result = write_image(
                 reader,
                 fd,
-                saved=saved,
+                # An empty image file has no room for a placeholder table: zeros instead.
+                saved=saved if target.size else None,
                 expected_sector_size=target.sector_size,
                 finish=reader.finish,
                 size_limit=target.size or None,
@@ -401,6 +402,11 @@ def _fail(plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException) -> No
             _say(f"Storing saved partition entries to {path}")
         return
     _say("Resetting partition table")
+    if target.is_file and target.size == 0:
+        # The file was empty: give it back empty.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        return
     try:
         size = os.fstat(fd).st_size if target.is_file else target.size
         wipe_partition_table(fd, target.sector_size or 512, size, saved)
