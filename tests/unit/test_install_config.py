@@ -89,7 +89,7 @@ def test_default_serializes_to_nothing() -> None:
 def test_frozen() -> None:
     cfg = InstallConfig()
     with pytest.raises(ValueError, match="frozen"):
-        cfg.stream = "x"  # type: ignore[misc]
+        cfg.stream = "x"
 
 
 def test_lists_accumulate_scalars_last_wins() -> None:
