@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 Install NestOS to a disk (or to a disk image file).
 
-The image comes from a stream (default), --image-url, --image-file or, on the live
-system, the offline osmet data. Its signature is verified while it is written; the
-first MiB (the partition table) is written last, after verification. On failure the
-partition table is wiped (saved partitions are kept) unless --preserve-on-error.
+The image comes from a stream (default), --image-url, --image-file or,
+on the live system, the offline osmet data. Its signature is verified
+while it is written; the first MiB (the partition table) is written
+last, after verification. On failure the partition table is wiped
+(saved partitions are kept) unless --preserve-on-error.
 """
 
 

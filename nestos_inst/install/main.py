@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import NestosError, format_chain
+from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
 from ..run import run
@@ -198,6 +199,8 @@ def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
     check_conflicts(cfg, "validating arguments")
     if not cfg.dest_device:
         raise NestosError("destination device must be specified")
+    if cfg.secure_ipl and default_architecture() != "s390x":
+        raise NestosError("Secure IPL is not supported")
     ignition = _ignition(cfg)
     network_dir: str | None = None
     if cfg.copy_network:
