@@ -321,14 +321,14 @@ class GPT:
             return cls.read(f, 4096, disk_size)
 
     @classmethod
-    def _read_copy(cls, f: Target, ss: int, lbas: int, lba: int) -> GPT:
+    def _read_copy(cls, f: Target, ss: int, lbas: int, lba: int, prefix: bool = False) -> GPT:
         if lba >= lbas:
             raise NoGPTError("invalid signature")
         hdr = _parse_header(pread(f, ss, lba * ss), lba)
         array_len = hdr.num_entries * hdr.entry_size
         if hdr.entries_lba >= lbas or hdr.entries_lba * ss + array_len > lbas * ss:
             raise FormatError("partition entry array lies outside the disk")
-        if hdr.last_usable >= lbas:
+        if hdr.last_usable >= lbas and not prefix:
             raise FormatError("last usable LBA lies outside the disk")
         if lba == 1 and hdr.entries_lba <= 1:
             raise FormatError("partition entry array overlaps the header")
@@ -348,7 +348,8 @@ class GPT:
     @classmethod
     def from_bytes(cls, data: bytes, sector_size: int) -> GPT:
         """Primary table from an in-memory prefix of an image (e.g. its first MiB)."""
-        return cls._read_copy(io.BytesIO(data), sector_size, len(data) // sector_size, 1)
+        lbas = len(data) // sector_size
+        return cls._read_copy(io.BytesIO(data), sector_size, lbas, 1, prefix=True)
 
 
 def protective_mbr_record(disk_lbas: int) -> bytes:

@@ -8,7 +8,6 @@ saved entries before the image lands, then merge them into the image's table at 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FormatError, NestosError
+from ..formats.glob import compile_glob
 from .gpt import GPT, NoGPTError, Partition, Target, has_mbr_signature, pwrite, zero_boot_code
 
 _U32_MAX = 0xFFFFFFFF
@@ -46,66 +46,6 @@ class IndexFilter:
 
 
 Filter = LabelFilter | IndexFilter
-
-
-def _compile_glob(pattern: str) -> Callable[[str], bool]:
-    """The project's one glob dialect (formats/glob.py, shared with initrd matching)."""
-    try:
-        module = importlib.import_module("nestos_inst.formats.glob")
-    except ModuleNotFoundError:
-        return _fallback_glob(pattern)
-    compiled: Callable[[str], bool] = module.compile_glob(pattern)
-    return compiled
-
-
-def _fallback_glob(pattern: str) -> Callable[[str], bool]:
-    """Rust `glob::Pattern` rules, used until formats/glob.py is merged in."""
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            j = i
-            while j < n and pattern[j] == "*":
-                j += 1
-            stars = j - i
-            if stars > 2:
-                raise ValueError("wildcards are either regular `*` or recursive `**`")
-            if stars == 2 and not (
-                (i == 0 or pattern[i - 1] == "/") and (j == n or pattern[j] == "/")
-            ):
-                raise ValueError("recursive wildcards must form a single path component")
-            out.append(".*")
-            i = j
-        elif c == "?":
-            out.append(".")
-            i += 1
-        elif c == "[":
-            j = i + 1
-            negate = j < n and pattern[j] == "!"
-            if negate:
-                j += 1
-            close = pattern.find("]", j + 1)
-            if j >= n or close < 0:
-                raise ValueError("invalid range pattern")
-            body = pattern[j:close]
-            items: list[str] = []
-            k = 0
-            while k < len(body):
-                if k + 2 < len(body) and body[k + 1] == "-":
-                    items.append(f"{re.escape(body[k])}-{re.escape(body[k + 2])}")
-                    k += 3
-                else:
-                    items.append(re.escape(body[k]))
-                    k += 1
-            out.append(("[^" if negate else "[") + "".join(items) + "]")
-            i = close + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    regex = re.compile("".join(out), re.DOTALL)
-    return lambda name: regex.fullmatch(name) is not None
 
 
 def _parse_u32(text: str) -> int:
@@ -144,9 +84,10 @@ def parse_partition_filters(labels: Sequence[str], indexes: Sequence[str]) -> li
     filters: list[Filter] = []
     for glob in _split(labels):
         try:
-            matcher = _compile_glob(glob)
-        except Exception as exc:
-            raise NestosError(f"couldn't parse label glob '{glob}'") from exc
+            matcher = compile_glob(glob)
+        except FormatError as exc:
+            # upstream's chain names the pattern once: skip glob.py's own "invalid glob"
+            raise NestosError(f"couldn't parse label glob '{glob}'") from (exc.__cause__ or exc)
         filters.append(LabelFilter(glob, matcher))
     for spec in _split(indexes):
         parts = spec.split("-")
