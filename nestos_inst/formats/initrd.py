@@ -24,6 +24,8 @@ _ZSTD_FRAME = 0xFD2FB528
 _ZSTD_SKIPPABLE = 0x184D2A50
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
+# xz -9 needs 65 MiB to decode; a forged header must not make us reserve gigabytes.
+_XZ_MEMLIMIT = 512 << 20
 
 archive_bytes = cpio.write_archive
 
@@ -107,7 +109,7 @@ class _Gzip:
             try:
                 out = self._z.decompress(data, n)
             except zlib.error as exc:
-                raise FormatError(f"decoding gzip stream: {exc}") from exc
+                raise FormatError("decoding gzip stream") from exc
             self._tail = self._z.unconsumed_tail
             if self._z.eof:
                 self._eof = True
@@ -124,7 +126,7 @@ class _Xz:
 
     def __init__(self, inp: _Input) -> None:
         self._inp = inp
-        self._x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        self._x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
         self._eof = False
 
     def read(self, n: int) -> bytes:
@@ -135,7 +137,7 @@ class _Xz:
             try:
                 out = self._x.decompress(data, n)
             except lzma.LZMAError as exc:
-                raise FormatError(f"decoding xz stream: {exc}") from exc
+                raise FormatError("decoding xz stream") from exc
             if self._x.eof:
                 self._eof = True
                 self._inp.unread(self._x.unused_data)
@@ -180,7 +182,7 @@ class _Zstd:
         try:
             self._out += self._dobj.decompress(data)
         except self._zstd.ZstdError as exc:
-            raise FormatError(f"decoding zstd stream: {exc}") from exc
+            raise FormatError("decoding zstd stream") from exc
 
     def _start_frame(self) -> bool:
         """Begin the next frame; False when the stream has ended."""
