@@ -145,17 +145,12 @@ def _stream_format(target: Target) -> str:
     return "raw.xz"
 
 
-def _find_osmet(cfg: InstallConfig, target: Target) -> ImageSource | None:
-    try:
-        from ..osmet.source import find_osmet  # type: ignore[import-untyped,attr-defined,unused-ignore]
-    except ImportError:
-        return None
+def _find_osmet(cfg: InstallConfig, target: Target) -> Any:
+    from ..osmet.source import find_osmet
+
     dirs = [Path(d) for d in cfg.osmet_dir] or [Path(p.osmet_dir) for p in ALL]
     repo = Path(cfg.ostree_repo or DEFAULT_OSTREE_REPO)
-    found: ImageSource | None = find_osmet(
-        cfg.effective_architecture, target.sector_size or 512, dirs, repo
-    )
-    return found
+    return find_osmet(cfg.effective_architecture, target.sector_size or 512, dirs, repo)
 
 
 def resolve_source(cfg: InstallConfig, target: Target, profile: Profile) -> tuple[Any, bool]:
