@@ -528,3 +528,21 @@ def test_unsigned_image_refused_without_insecure(
         assert rc == 1
         assert "--insecure not specified and signature not found" in err
         assert digest(dev) == before
+
+
+def test_duplicate_boot_note(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+) -> None:
+    img = factory.get(Recipe(), "xz")
+    other = tmp_path / "other.img"
+    with open(other, "wb") as f:
+        f.truncate(16 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "boot", str(other)], check=True)
+    with loop_device(other, partitions=False) as odev, blank_disk(tmp_path) as dev:
+        rc, _, err = install(dev, img, signing_key)
+        assert rc == 0, err
+        assert "Note: detected other devices with a filesystem labeled `boot`:" in err
+        assert f"  - {odev}\n" in err
+        assert f"  - {dev}p3" not in err
+        assert "wiping them with `wipefs -a`." in err
+        assert err.rstrip().endswith("Install complete.")
