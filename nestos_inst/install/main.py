@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..errors import NestosError, format_chain
+from ..errors import FormatError, NestosError, format_chain
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
@@ -362,7 +362,10 @@ def _customize(plan: Plan, fd: int, sector_size: int) -> None:
 
     target = plan.target
     size = os.fstat(fd).st_size if target.is_file else target.size
-    gpt = GPT.read(fd, sector_size, size)
+    try:
+        gpt: GPT | None = GPT.read(fd, sector_size, size)
+    except FormatError:
+        gpt = None  # not a GPT image: nothing for us to add nodes for
     if not target.is_file:
         blockdev.reread_partitions(target.canonical, gpt)
     if not plan.edits.needed():
