@@ -207,3 +207,25 @@ def test_upstream_small_decode(upstream: Path, ext: str) -> None:
         out += byte
     assert out == ZERO_MIB
     assert src.read() == b"abcdefg"
+
+
+class Trickle(io.RawIOBase):
+    """A source that hands out at most a few bytes per read (like a slow socket)."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._b = io.BytesIO(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        n = self._step if size is None or size < 0 else min(size, self._step)
+        return self._b.read(n)
+
+
+@pytest.mark.parametrize("step", [1, 3, 4099])
+def test_short_reads_from_source(encoded: tuple[str, bytes], step: int) -> None:
+    _, data = encoded
+    data_src = Trickle(data, step)
+    assert open_decompressed(data_src).read() == DATA  # type: ignore[arg-type]
