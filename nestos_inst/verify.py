@@ -90,6 +90,8 @@ class GpgHome:
 
         self.path = Path(tempfile.mkdtemp(prefix="nestos-installer-"))
         os.chmod(self.path, 0o700)
+        # Public-key import and verification need no agent: don't spawn one per check.
+        (self.path / "gpg.conf").write_text("no-autostart\n")
         try:
             self.ctx: Any = gpg.Context(home_dir=str(self.path), offline=True)
             self.trusted: set[str] = set()

@@ -10,10 +10,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import NestosError
 from ..install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
+from ..io.compress import open_decompressed
+from ..io.pipeline import copy_to_fd
 from ..net.http import parse_retries
 from ..profile import DEFAULT
 from ..progress import Progress
@@ -77,6 +79,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bool:
     """§5.4 step 6: reuse a present file only if its .sig matches and it verifies."""
+
     sig_path = Path(f"{out}.sig")
     try:
         if not out.is_file() or sig_path.read_bytes() != sig:
@@ -105,6 +108,7 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
     Data land in a temp file that is renamed into place only after every check passed,
     so a failure never leaves a partial image or .sig (and keeps what was there).
     """
+
     sig = src.signature()
     raw = src.open()
     try:
@@ -133,15 +137,14 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
         fd, tmp = _temp_in(opts.directory)
         temps.append(tmp)
         try:
-            stream: BinaryIO = cast(BinaryIO, reader)
+            stream: BinaryIO = reader.binary()
             if target is not None:
-                stream = _open_decompressed(stream)
+                stream = open_decompressed(stream, concatenated=False)
             with contextlib.closing(stream):
-                while block := stream.read(COPY_SIZE):
-                    try:
-                        _write_all(fd, block)
-                    except OSError as exc:
-                        raise NestosError(f"writing {out}") from exc
+                try:
+                    copy_to_fd(stream, fd, offset=0, chunk=COPY_SIZE)
+                except OSError as exc:
+                    raise NestosError(f"writing {out}") from exc
                 reader.finish()
             os.fsync(fd)
         finally:
@@ -177,14 +180,6 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
             path.unlink(missing_ok=True)
 
 
-def _open_decompressed(src: BinaryIO) -> BinaryIO:
-    """The io area's sniffing decompressor (rejects truncation and trailing data)."""
-    import importlib
-
-    compress = importlib.import_module("nestos_inst.io.compress")
-    return cast(BinaryIO, compress.open_decompressed(src, concatenated=False))
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -192,6 +187,7 @@ def _umask() -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+
     opts = Options(
         directory=Path(args.directory),
         decompress=args.decompress,

@@ -238,6 +238,10 @@ class VerifiedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def binary(self) -> BinaryIO:
+        """This reader typed as BinaryIO, for stages such as open_decompressed()."""
+        return cast(BinaryIO, self)
+
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             parts = []

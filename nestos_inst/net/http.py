@@ -32,6 +32,9 @@ from typing import Any, TypeVar
 import httpx
 
 from ..errors import NestosError, describe
+from .retries import parse_retries
+
+__all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
@@ -43,15 +46,6 @@ TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
 MAX_REDIRECTS = 10
 
 T = TypeVar("T")
-
-
-def parse_retries(text: str) -> int | None:
-    """`--fetch-retries` value: a u32 or the literal `infinite` (None)."""
-    if text == "infinite":
-        return None
-    if not re.fullmatch(r"[0-9]+", text) or int(text) > 0xFFFFFFFF:
-        raise ValueError(f"invalid value '{text}': expected a number or 'infinite'")
-    return int(text)
 
 
 def _delay_scale() -> float:

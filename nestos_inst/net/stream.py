@@ -26,7 +26,7 @@ class _Model(BaseModel):
 class Artifact(_Model):
     location: str
     signature: str
-    sha256: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     uncompressed_sha256: str | None = Field(default=None, alias="uncompressed-sha256")
 
 
@@ -79,7 +79,7 @@ def parse_stream(data: bytes) -> Stream:
     """Parse stream JSON; errors name the offending place in the document."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise FormatError("decoding stream metadata") from FormatError(str(exc))
     try:
         return Stream.model_validate(doc)

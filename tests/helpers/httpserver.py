@@ -62,10 +62,8 @@ class Server:
         return f"http://{self.host}:{self.port}/"
 
     def add(self, path: str, data: bytes | Path | None = None, **kw: object) -> Entry:
-        if isinstance(data, Path):
-            entry = Entry(file=data, **kw)  # type: ignore[arg-type]
-        else:
-            entry = Entry(data=data, **kw)  # type: ignore[arg-type]
+        file, blob = (data, None) if isinstance(data, Path) else (None, data)
+        entry = Entry(data=blob, file=file, **kw)  # type: ignore[arg-type]
         with self.lock:
             self.entries[path] = entry
         return entry
@@ -79,7 +77,7 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def _finish(self, req: Request, status: int) -> None:
@@ -193,7 +191,9 @@ def http_server() -> Iterator[Server]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(server))
     httpd.daemon_threads = True
     server.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="test-http", daemon=True
+    )
     thread.start()
     try:
         yield server
