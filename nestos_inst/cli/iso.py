@@ -163,28 +163,15 @@ def read_keyfiles(paths: list[str], directory: str) -> dict[str, bytes]:
 
 
 def write_network(files: Mapping[str, bytes], directory: str | None) -> None:
-    """Print keyfiles with banners, or save them as DIR/<basename> (create-new)."""
+    """Same output as `pxe network unwrap`: banners on stdout, or DIR/<basename> files."""
+    from .pxe import extract_keyfiles, show_keyfiles
+
     out = sys.stdout.buffer
     if directory is None:
-        for i, (path, data) in enumerate(sorted(files.items())):
-            if i:
-                out.write(b"\n")
-            out.write(f"########## {os.path.basename(path)} ##########\n".encode())
-            out.write(data)
-        out.flush()
+        show_keyfiles(files, out)
         return
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise NestosError(f"creating directory {directory}") from exc
-    for path, data in sorted(files.items()):
-        dest = os.path.join(directory, os.path.basename(path))
-        try:
-            with open(dest, "xb") as f:
-                f.write(data)
-        except OSError as exc:
-            raise NestosError(f"opening {dest}") from exc
-        out.write(dest.encode() + b"\n")
+    for path in extract_keyfiles(files, directory):
+        out.write(path.encode() + b"\n")
     out.flush()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import string
 from collections.abc import Sequence
 
@@ -166,7 +165,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def _create_temp(parent: str, prefix: str) -> tuple[int, str]:
     """`<prefix>XXXXXX` in parent, created exclusively with mode 0600."""
     for _ in range(100):
-        name = prefix + "".join(secrets.choice(_TEMP_CHARS) for _ in range(6))
+        name = prefix + "".join(_TEMP_CHARS[b % len(_TEMP_CHARS)] for b in os.urandom(6))
         path = os.path.join(parent, name)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -8,10 +8,12 @@ own `report_lba`, never from our parser, so tests check the parser independently
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -262,3 +264,81 @@ def run_main(*args: str | os.PathLike[str], input: bytes = b"") -> Result:
         fout.seek(0)
         ferr.seek(0)
         return Result(rc, fout.read(), ferr.read())
+
+
+MODES = ("stream", "copy", "inplace")
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def temps(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if "-installer-temp-" in p.name]
+
+
+def ok(result: Result) -> Result:
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def fail(result: Result, message: str) -> Result:
+    assert result.returncode == 1, result.stderr.decode()
+    assert message in result.stderr.decode(), result.stderr.decode()
+    return result
+
+
+class Media:
+    """A pristine image plus fresh copies to edit, in one temp dir."""
+
+    def __init__(self, built: LiveIso | Path, work: Path) -> None:
+        self._built = built if isinstance(built, LiveIso) else None
+        self.path = built.path if isinstance(built, LiveIso) else built
+        self.work = work
+        self.original = sha(self.path)
+        self.n = 0
+
+    @property
+    def built(self) -> LiveIso:
+        assert self._built is not None, "not built by build_live_iso"
+        return self._built
+
+    def copy(self, src: Path | None = None) -> Path:
+        self.n += 1
+        dest = self.work / f"copy{self.n}.iso"
+        shutil.copyfile(src or self.path, dest)
+        return dest
+
+    def run(self, mode: str, *args: str, src: Path | None = None, input: bytes = b"") -> Path:
+        """Run `args ... [-o X] ISO` in `mode`; return the path of the result."""
+        iso = self.copy(src)
+        if mode == "inplace":
+            ok(run_main(*args, str(iso), input=input))
+            return iso
+        out = self.work / f"out{self.n}.iso"
+        if mode == "copy":
+            ok(run_main(*args, "-o", str(out), str(iso), input=input))
+        else:
+            res = ok(run_main(*args, "-o", "-", str(iso), input=input))
+            out.write_bytes(res.stdout)
+        assert sha(iso) == sha(src or self.path), "input changed in -o mode"
+        return out
+
+    def all_modes(self, *args: str, src: Path | None = None, input: bytes = b"") -> Path:
+        """Run in all three modes, assert identical outputs, return one of them."""
+        outs = [self.run(m, *args, src=src, input=input) for m in MODES]
+        assert len({sha(p) for p in outs}) == 1
+        assert temps(self.work) == []
+        return outs[0]
+
+    def all_fail(self, message: str, *args: str, src: Path | None = None) -> None:
+        """Every mode fails with `message`, leaves the input alone, creates nothing."""
+        for mode in MODES:
+            iso = self.copy(src)
+            before = sha(iso)
+            out = self.work / f"never{self.n}.iso"
+            extra = [] if mode == "inplace" else ["-o", str(out) if mode == "copy" else "-"]
+            fail(run_main(*args, *extra, str(iso)), message)
+            assert sha(iso) == before
+            assert not out.exists()
+        assert temps(self.work) == []
