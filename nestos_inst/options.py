@@ -55,7 +55,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "stream",
         "single",
-        "Fedora-CoreOS-style stream name (e.g. stable) of the image to install",
+        "Stream to install the image from (e.g. stable)",
         short="-s",
         metavar="NAME",
         example="stable",
@@ -298,18 +298,23 @@ def iter_options(*, config_only: bool = False) -> Iterator[Option]:
 
 
 def example_config() -> str:
-    """A commented example YAML config covering every config-file key."""
-    lines = ["# nestos-installer config file: every key is optional.", ""]
+    """An example YAML config: every config-file key, commented out, with its help."""
+    lines = [
+        "# nestos-installer install config (YAML). Every key is optional; keys are the",
+        "# long option names. Files in installer.d/ are applied in name order, then the",
+        "# command line: lists accumulate, single values are last-wins.",
+        "",
+    ]
     for opt in iter_options(config_only=True):
         lines.append(f"# {opt.help}")
         ex = opt.example
         if opt.kind == "list":
-            lines.append(f"{opt.key}:")
-            lines.extend(f"  - {_yaml_scalar(v)}" for v in ex or [])
+            lines.append(f"# {opt.key}:")
+            lines.extend(f"#   - {_yaml_scalar(v)}" for v in ex or [])
         elif opt.kind == "flag":
-            lines.append(f"{opt.key}: true")
+            lines.append(f"# {opt.key}: true")
         else:
-            lines.append(f"{opt.key}: {_yaml_scalar(ex)}")
+            lines.append(f"# {opt.key}: {_yaml_scalar(ex)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -154,6 +154,19 @@ def register(reg: Registry) -> None:
     )
     add_arguments(parser)
     parser.set_defaults(_parser=parser)
+    reg.command(
+        "pack example-config",
+        "Print an example install config file",
+        _example_config,
+        hidden=True,
+    )
+
+
+def _example_config(args: argparse.Namespace) -> int:
+    from ..options import example_config
+
+    sys.stdout.write(example_config())
+    return 0
 
 
 def _checked_handler(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -189,10 +190,18 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_example_config_parses_and_covers_every_key(tmp_path: Path) -> None:
-    path = tmp_path / "example.yaml"
-    path.write_text(example_config())
-    data = load_config_file(path)
+    text = example_config()
+    assert load_config_file(_write(tmp_path / "as-is.yaml", text)) == {}
+    uncommented = "\n".join(
+        line[2:] for line in text.splitlines() if re.match(r"# [a-z-]+:|#   - ", line)
+    )
+    data = load_config_file(_write(tmp_path / "example.yaml", uncommented))
     assert set(data) == set(CONFIG_KEYS)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 _values = st.one_of(
