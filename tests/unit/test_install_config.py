@@ -234,3 +234,9 @@ def test_fuzz_config_file_bytes(tmp_path_factory: pytest.TempPathFactory, data: 
         load_config_file(path)
     except NestosError:
         pass
+
+
+def test_docs_list_every_config_key() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config-file.md").read_text()
+    for key in CONFIG_KEYS:
+        assert f"| `{key}` |" in doc
