@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..errors import FormatError, NestosError, format_chain
+from ..errors import FormatError, NestosError, context, format_chain
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
@@ -290,7 +290,8 @@ def execute(plan: Plan) -> None:
 
     cfg, target = plan.cfg, plan.target
     if not target.is_file:
-        blockdev.check_exclusive(target.canonical)
+        with context(f"checking for exclusive access to {target.path}"):
+            blockdev.check_exclusive(target.canonical)
 
     _say(plan.source.description)
     progress = Progress(plan.source.artifact_type, plan.source.length)

@@ -546,3 +546,49 @@ def test_duplicate_boot_note(
         assert f"  - {dev}p3" not in err
         assert "wiping them with `wipefs -a`." in err
         assert err.rstrip().endswith("Install complete.")
+
+
+@pytest.mark.parametrize("sector_size", [512, 4096])
+def test_stream_install_picks_format_by_sector_size(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, sector_size: int
+) -> None:
+    img = factory.get(Recipe(sector_size=sector_size), "xz")
+    assert img.sig is not None
+    fmt = "4k.raw.xz" if sector_size == 4096 else "raw.xz"
+    arch = os.uname().machine
+    with http_server() as srv, blank_disk(tmp_path, sector_size=sector_size) as dev:
+        srv.add(f"/img/metal.{fmt}", img.path)
+        srv.add(f"/img/metal.{fmt}.sig", img.sig)
+        art = {
+            "location": srv.url(f"/img/metal.{fmt}"),
+            "signature": srv.url(f"/img/metal.{fmt}.sig"),
+            "sha256": hashlib.sha256(img.path.read_bytes()).hexdigest(),
+        }
+        doc = {"architectures": {arch: {"artifacts": {"metal": {"formats": {fmt: {"disk": art}}}}}}}
+        srv.add("/streams/2403-LTS.json", json.dumps(doc).encode())
+        proc = run_cli(
+            "install", dev, "--stream", "2403-LTS", "--stream-base-url", srv.url("/streams/"),
+            "--keyring", signing_key.public, "--platform", "qemu",
+        )  # fmt: skip
+        err = proc.stderr.decode()
+        assert proc.returncode == 0, err
+        assert f"metal image ({fmt}) and signature" in err
+        assert_image_outside_boot(dev, img)
+        with mounted(boot_node(dev)) as boot:
+            assert "ignition.platform.id=qemu" in bls_options(boot)
+
+
+def test_file_target_4096_image(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, ignition: Path
+) -> None:
+    img = factory.get(Recipe(sector_size=4096), "gzip")
+    target = tmp_path / "vm4k.img"
+    target.write_bytes(b"")
+    proc = run_cli(
+        "install", target, "-f", img.path, "--keyring", signing_key.public, "-i", ignition
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    with loop_device(target, sector_size=4096) as dev:
+        assert_image_outside_boot(dev, img)
+        with mounted(boot_node(dev)) as boot:
+            assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
