@@ -309,3 +309,52 @@ def test_cli_subprocess_round_trip(tmp_path: Path) -> None:
     assert proc.stdout == CONFIG
     assert run_cli("iso", "kargs").returncode == 2
     assert run_cli("iso", "kargs", "show", "--bogus", built.path).returncode == 2
+
+
+def _igninfo(obj: object) -> dict[str, bytes]:
+    return {"nestos/igninfo.json": json.dumps(obj).encode()}
+
+
+@pytest.mark.parametrize(
+    ("spec", "args", "message"),
+    [
+        (
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "offset": 1 << 40})),
+            ("iso", "ignition", "embed", "-i", "/dev/null"),
+            "reading initrd embed area",
+        ),
+        (
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 30})),
+            ("iso", "reset"),
+            "extends beyond IGNITION.IMG",
+        ),
+        (
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 64})),
+            ("iso", "ignition", "embed", "-i", "/dev/null"),
+            "too large",
+        ),
+        (
+            LiveIsoSpec(
+                extra_kargs_json={"files": [{"path": "isolinux/isolinux.cfg", "offset": 1 << 20}]}
+            ),
+            ("iso", "kargs", "modify", "-a", "x"),
+            "reading kargs embed area",
+        ),
+        (
+            LiveIsoSpec(extra_kargs_json={"size": 100}),
+            ("iso", "kargs", "reset"),
+            "default kargs size",
+        ),
+        (
+            LiveIsoSpec(extra_files={"nestos/kargs.json": b"\xff not json"}),
+            ("iso", "ignition", "embed", "-i", "/dev/null"),
+            "decoding kargs.json",
+        ),
+    ],
+    ids=["ign-offset", "ign-length", "area-too-small", "karg-offset", "karg-size", "karg-json"],
+)
+def test_bad_metadata_changes_nothing(
+    tmp_path: Path, spec: LiveIsoSpec, args: tuple[str, ...], message: str
+) -> None:
+    media = Media(build_live_iso(tmp_path / "bad.iso", spec), tmp_path)
+    media.all_fail(message, *args)
