@@ -118,7 +118,7 @@ def compressed(fmt: str, size_mib: int) -> Path:
 
 @contextmanager
 def loop_device(size: int) -> Iterator[str]:
-    backing = CACHE / "target.img"
+    backing = CACHE / f"io-write-target-{os.getpid()}.img"
     with open(backing, "wb") as f:
         f.truncate(size)
     dev = subprocess.run(
