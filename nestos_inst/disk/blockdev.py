@@ -497,3 +497,49 @@ def attached(path: str | os.PathLike[str], sector_size: int = 512) -> Iterator[s
                 sync_partition_nodes(dev, None)
         finally:
             run(["losetup", "-d", dev], check=False)
+
+
+# ---- duplicate labels (§7.8) ------------------------------------------------------------
+def filesystems_with_label(label: str) -> list[dict[str, str]]:
+    """Every filesystem on the system labelled `label` (probed, RAID members excluded,
+    one entry per filesystem UUID)."""
+    listed = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
+    devices = sorted({d for d in listed.stdout.decode(errors="replace").split() if d})
+    if not devices:
+        return []
+    probed = run(["blkid", "-p", *devices], check=False)
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for line in probed.stdout.decode(errors="replace").splitlines():
+        fields = parse_blkid_line(line)
+        if fields.get("LABEL") != label or fields.get("USAGE") == "raid":
+            continue
+        key = fields.get("UUID") or fields["NAME"]
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(fields)
+    return out
+
+
+def other_devices_with_label(dest: str, label: str = "boot") -> list[str]:
+    """When more than one `label` filesystem exists, those not on `dest` (else [])."""
+    found = filesystems_with_label(label)
+    if len(found) <= 1:
+        return []
+    # upstream tests "path contains dest"; sysfs avoids /dev/loop1 matching /dev/loop10p1
+    ours = {os.path.realpath(dest)} | {p.path for p in kernel_partitions(dest)}
+    return [f["NAME"] for f in found if os.path.realpath(f["NAME"]) not in ours]
+
+
+def duplicate_label_note(devices: list[str], label: str = "boot") -> str:
+    """The stderr note install prints after success when `devices` is non-empty."""
+    lines = ["", f"Note: detected other devices with a filesystem labeled `{label}`:"]
+    lines += [f"  - {dev}" for dev in devices]
+    lines += [
+        "The installed OS may not work correctly if there are multiple boot filesystems.",
+        "Before rebooting, investigate whether these filesystems are needed and consider",
+        "wiping them with `wipefs -a`.",
+        "",
+    ]
+    return "\n".join(lines) + "\n"

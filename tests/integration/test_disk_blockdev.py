@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,7 +217,13 @@ def test_list_and_find_by_label(tmp_path: Path) -> None:
 
 
 def _loops_for(path: Path) -> str:
-    return _sh("losetup", "-j", str(path)).strip()
+    """Loop devices still backed by path; a detach can complete on last close, so wait."""
+    for _ in range(50):
+        out = _sh("losetup", "-j", str(path)).strip()
+        if not out:
+            break
+        time.sleep(0.1)
+    return out
 
 
 @pytest.mark.parametrize("ss", [512, 4096])
@@ -280,3 +287,20 @@ def test_wipe_keeps_saved_partitions_on_device(tmp_path: Path, ss: int) -> None:
         assert find_partition_by_label(dev, "keep").fstype == "ext4"
         with mounted(f"{dev}p2"):
             pass
+
+
+def test_duplicate_boot_labels(tmp_path: Path) -> None:
+    dest_img = _three_parts(tmp_path / "dest.img")
+    other_img = _three_parts(tmp_path / "other.img")
+    with loop_device(dest_img) as dest, loop_device(other_img) as other:
+        _sh("mkfs.ext4", "-q", "-L", "boot", f"{dest}p1")
+        _sh("mkfs.ext4", "-q", "-L", "nolabel", f"{other}p1")
+        names = [f["NAME"] for f in blockdev.filesystems_with_label("boot")]
+        assert f"{dest}p1" in names and f"{other}p1" not in names
+        assert f"{dest}p1" not in blockdev.other_devices_with_label(dest)
+        _sh("mkfs.ext4", "-q", "-F", "-L", "boot", f"{other}p2")
+        others = blockdev.other_devices_with_label(dest)
+        assert f"{other}p2" in others and f"{dest}p1" not in others
+    note = blockdev.duplicate_label_note(["/dev/sdb1"])
+    assert note.startswith("\nNote: detected other devices with a filesystem labeled `boot`:\n")
+    assert "  - /dev/sdb1\n" in note and note.endswith("wiping them with `wipefs -a`.\n\n")
