@@ -28,6 +28,14 @@ def _show(title: str, text: str) -> None:
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nestos-install-demo-"))
+    try:
+        return demo_install(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def demo_install(work: Path) -> int:
+    """The install stage of `make demo` (needs root: losetup, mount)."""
     key = make_key(work / "gpg")
     try:
         img = MetalImageFactory(work / "media", key)
@@ -73,7 +81,6 @@ def main() -> int:
         return 0
     finally:
         key.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
