@@ -311,6 +311,7 @@ def execute(plan: Plan) -> None:
         fd = stack.enter_context(_open_target(target, os.O_RDWR))
         ss_for_table = target.sector_size or 512
         saved = SavedPartitions.read(fd, ss_for_table, target.size, plan.filters)
+        sector_size = ss_for_table
         try:
             result = write_image(
                 reader,
@@ -328,8 +329,8 @@ def execute(plan: Plan) -> None:
                 os.fsync(fd)
             except OSError as exc:
                 raise NestosError("syncing data to disk") from exc
-        except Exception as exc:
-            _fail(plan, fd, saved, exc)
+        except (Exception, KeyboardInterrupt) as exc:
+            _fail(plan, fd, saved, exc, sector_size)
             raise NestosError("install failed") from None
     _check_duplicate_boot(target)
     _say("Install complete.")
@@ -386,10 +387,11 @@ def _edit_boot(dev: str, plan: Plan) -> None:
     assert part.fstype is not None
     with mount_private(part.path, part.fstype) as boot:
         apply(boot, plan.edits, plan.profile)
-        os.sync()
 
 
-def _fail(plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException) -> None:
+def _fail(
+    plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException, sector_size: int
+) -> None:
     """§7.10: report, then wipe (or preserve) the partition table."""
     from ..disk import blockdev
     from ..disk.saved import wipe_partition_table
@@ -411,7 +413,7 @@ def _fail(plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException) -> No
         return
     try:
         size = os.fstat(fd).st_size if target.is_file else target.size
-        wipe_partition_table(fd, target.sector_size or 512, size, saved)
+        wipe_partition_table(fd, sector_size, size, saved)
         os.fsync(fd)
         if not target.is_file:
             blockdev.reread_partitions(target.canonical)

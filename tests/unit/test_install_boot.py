@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError, format_chain
 from nestos_inst.install import bls
@@ -266,3 +268,19 @@ def test_describe_and_needed() -> None:
     assert "Ignition" in text
     assert "qemu" in text
     assert "/x" in text
+
+
+_PIECES = st.sampled_from(["a", "\n", "# CONSOLE-SETTINGS-START", "# CONSOLE-SETTINGS-END", " "])
+
+
+@given(
+    st.lists(_PIECES, max_size=12).map("".join),
+    st.lists(st.text(alphabet="xyz ", max_size=5), max_size=3),
+)
+def test_fuzz_grub_block(text: str, commands: list[str]) -> None:
+    try:
+        out = bls.update_grub_block(text, commands)
+    except NestosError:
+        return
+    body = "".join(c + "\n" for c in commands)
+    assert "\n" + bls.GRUB_START + "\n" + body + bls.GRUB_END in out
