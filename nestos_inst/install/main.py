@@ -289,14 +289,12 @@ def execute(plan: Plan) -> None:
     from . import source as sources
 
     cfg, target = plan.cfg, plan.target
-    if not target.is_file:
-        with context(f"checking for exclusive access to {target.path}"):
-            blockdev.check_exclusive(target.canonical)
-
     _say(plan.source.description)
     progress = Progress(plan.source.artifact_type, plan.source.length)
     reader: Any
     if plan.needs_signature:
+        # Signature lookup and the source's first request happen before the disk is
+        # touched in any way (even the exclusivity probe re-reads its table).
         reader = sources.open_verified(
             plan.source,
             insecure=cfg.insecure,
@@ -308,6 +306,9 @@ def execute(plan: Plan) -> None:
 
     with contextlib.ExitStack() as stack:
         stack.callback(reader.close)
+        if not target.is_file:
+            with context(f"checking for exclusive access to {target.path}"):
+                blockdev.check_exclusive(target.canonical)
         fd = stack.enter_context(_open_target(target, os.O_RDWR))
         ss_for_table = target.sector_size or 512
         saved = SavedPartitions.read(fd, ss_for_table, target.size, plan.filters)

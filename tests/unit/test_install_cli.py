@@ -157,3 +157,14 @@ def test_bad_partition_filter(tmp_path: Path) -> None:
     assert "start of partition index range '9-7' cannot be greater than end" in (
         proc.stderr.decode()
     )
+
+
+def test_copy_network_missing_dir(tmp_path: Path) -> None:
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    proc = run_cli(
+        "install", target, "-n", "--network-dir", tmp_path / "nm", "-f", "x", "--insecure"
+    )
+    assert proc.returncode == 1
+    assert f"reading directory {tmp_path / 'nm'}" in proc.stderr.decode()
+    assert target.read_bytes() == b""
