@@ -250,3 +250,151 @@ def test_show_fiemap_matches_table(packed: PackedImage) -> None:
     got = [(e["logical"], e["physical"], e["length"]) for e in doc["extents"]]
     assert got == [(e.logical, e.physical, e.length) for e in expected]
     assert proc.stdout.decode().startswith('{\n  "extents": [\n    {\n      "logical": ')
+
+
+# ------------------------------------------------------------------ offline install
+
+
+def table_names(dev: str) -> list[str] | None:
+    """Partition names of the GPT on dev, None when there is no table at all."""
+    proc = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    parts = json.loads(proc.stdout)["partitiontable"].get("partitions", [])
+    return [str(p.get("name", "")) for p in parts]
+
+
+@contextlib.contextmanager
+def old_disk(tmp_path: Path, image: OstreeImage, sector_size: int | None = None) -> Iterator[str]:
+    """A loop target bigger than the image that already holds an unrelated GPT."""
+    path = tmp_path / "target.img"
+    with path.open("wb") as f:
+        f.truncate(image.size + 8 * MIB)
+    ss = sector_size or image.sector_size
+    with loop_device(path, sector_size=ss, partitions=False) as dev:
+        subprocess.run(
+            ["sfdisk", "-q", "--no-reread", "--no-tell-kernel", dev],
+            input='label: gpt\nsize=4MiB, name="old"\n',
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        yield dev
+
+
+def osmet_dir(packed: PackedImage, tmp_path: Path, *, tamper: bool = False) -> Path:
+    d = tmp_path / "osmet"
+    d.mkdir()
+    dest = d / "nestos-metal.osmet"
+    shutil.copyfile(packed.osmet, dest)
+    if tamper:
+        data = bytearray(dest.read_bytes())
+        data[len(data) - 4096] ^= 0x10  # inside the xz stream's compressed blocks
+        dest.write_bytes(data)
+    return d
+
+
+def install(dev: str, d: Path, repo: Path, *extra: str) -> tuple[int, str]:
+    proc = run_cli("install", *extra, "--osmet-dir", d, "--ostree-repo", repo, dev)
+    return proc.returncode, proc.stderr.decode()
+
+
+def assert_wiped(dev: str) -> None:
+    assert table_names(dev) == []
+    with open(dev, "rb") as f:
+        assert f.read(446) == bytes(446)
+
+
+def test_install_offline_bit_for_bit(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    d = osmet_dir(packed, tmp_path)
+    with source_repo(image) as repo, old_disk(tmp_path, image) as dev:
+        rc, err = install(dev, d, repo, "--offline")
+        assert rc == 0, err
+        assert (
+            f"Installing NestOS 24.03.test {platform.machine()} ({image.sector_size}-byte sectors)"
+            in err
+        )
+        assert "Install complete." in err
+        assert sha256_file(Path(dev), image.size) == image.sha256
+
+
+def test_install_uses_osmet_automatically(packed: PackedImage, tmp_path: Path) -> None:
+    """No --offline, no --stream/--image-*: a matching osmet file is used (§7.2 step 4)."""
+    if packed.image.sector_size != 512:
+        pytest.skip("one sector size is enough for source selection")
+    image = packed.image
+    d = osmet_dir(packed, tmp_path)
+    with source_repo(image) as repo, old_disk(tmp_path, image) as dev:
+        rc, err = install(dev, d, repo)
+        assert rc == 0, err
+        assert "Installing NestOS 24.03.test" in err
+        assert sha256_file(Path(dev), image.size) == image.sha256
+
+
+def test_install_tampered_stream_wipes(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    d = osmet_dir(packed, tmp_path, tamper=True)
+    with source_repo(image) as repo, old_disk(tmp_path, image) as dev:
+        rc, err = install(dev, d, repo, "--offline")
+        assert rc == 1
+        assert "while unpacking" in err
+        assert "Resetting partition table" in err
+        assert "Error: install failed" in err
+        assert_wiped(dev)
+
+
+def test_install_altered_object_wipes(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    d = osmet_dir(packed, tmp_path)
+    with copied_repo(image, tmp_path / "repo") as repo:
+        obj = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        data = bytearray(obj.read_bytes())
+        data[12345] ^= 1
+        obj.write_bytes(data)
+        with old_disk(tmp_path, image) as dev:
+            rc, err = install(dev, d, repo, "--offline")
+            assert rc == 1
+            assert f"expected final checksum {image.sha256}, but got " in err
+            assert "Resetting partition table" in err
+            assert_wiped(dev)
+
+
+def test_install_missing_object_touches_nothing(packed: PackedImage, tmp_path: Path) -> None:
+    """Every object is checked before the first write: the old disk survives intact."""
+    image = packed.image
+    d = osmet_dir(packed, tmp_path)
+    with copied_repo(image, tmp_path / "repo") as repo:
+        obj = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        obj.unlink()
+        with old_disk(tmp_path, image) as dev:
+            before = sha256_file(Path(dev))
+            rc, err = install(dev, d, repo, "--offline")
+            assert rc == 1
+            assert f"missing OSTree object {image.kernel_object}" in err
+            assert sha256_file(Path(dev)) == before
+            assert table_names(dev) == ["old"]
+
+
+def test_install_wrong_sector_size(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    other = 4096 if image.sector_size == 512 else 512
+    d = osmet_dir(packed, tmp_path)
+    with source_repo(image) as repo, old_disk(tmp_path, image, sector_size=other) as dev:
+        before = sha256_file(Path(dev))
+        rc, err = install(dev, d, repo, "--offline")
+        assert rc == 1
+        assert "cannot perform offline install; metadata missing" in err
+        assert sha256_file(Path(dev)) == before
+
+
+def test_install_wrong_architecture(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    other = "s390x" if platform.machine() != "s390x" else "x86_64"
+    d = osmet_dir(packed, tmp_path)
+    with source_repo(image) as repo, old_disk(tmp_path, image) as dev:
+        before = sha256_file(Path(dev))
+        rc, err = install(dev, d, repo, "--offline", "--architecture", other)
+        assert rc == 1
+        assert "cannot perform offline install; metadata missing" in err
+        assert sha256_file(Path(dev)) == before
