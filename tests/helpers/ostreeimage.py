@@ -90,7 +90,7 @@ def _make_tree(tree: Path, rng: random.Random, payload: int, kernel_size: int) -
     return total
 
 
-def _make_boot(boot: Path, tree: Path, commit: str, rng: random.Random) -> None:
+def _make_boot(boot: Path, tree: Path, commit: str, rng: random.Random, decoy: bool) -> None:
     mods = tree / "usr" / "lib" / "modules" / KVER
     kdir = boot / "ostree" / f"nestos-{commit[:16]}"
     kdir.mkdir(parents=True)
@@ -116,6 +116,8 @@ def _make_boot(boot: Path, tree: Path, commit: str, rng: random.Random) -> None:
     (boot / "nestos" / "platforms.json").write_text("{}\n")
     # Large but unrelated to any object (same size as the kernel: must not match).
     (boot / "bootuuid.bin").write_bytes(rng.randbytes(8192))
+    if not decoy:
+        return
     (boot / "zz").mkdir()
     (boot / "zz" / "decoy").write_bytes(rng.randbytes((mods / "vmlinuz").stat().st_size))
 
@@ -129,6 +131,7 @@ def build_ostree_image(
     boot_mib: int = 24,
     root_mib: int | None = None,
     seed: int = 0,
+    decoy: bool = True,
 ) -> OstreeImage:
     """Create `workdir/disk.img` (sparse) and return its facts."""
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not crypto
@@ -205,7 +208,7 @@ def build_ostree_image(
             kernel_object = _object_of(repo, kernel)
             os.sync()
         with mounted(p2) as boot:
-            _make_boot(boot, tree, commit, rng)
+            _make_boot(boot, tree, commit, rng, decoy)
             os.sync()
     shutil.rmtree(tree)
     h = hashlib.sha256()
