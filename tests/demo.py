@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.demo_install import demo_install
 from tests.helpers.cli import run_cli
 from tests.helpers.isomedia import LiveIsoSpec, build_live_iso
 
@@ -70,6 +71,9 @@ def main() -> int:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nestos-demo-") as tmp:
         demo_live_iso(Path(tmp))
+        step("installing a signed metal image served on 127.0.0.1 into a VM disk file")
+        if demo_install(Path(tmp) / "install") != 0:
+            raise SystemExit("demo failed: install")
     print(f"\ndemo finished in {time.monotonic() - start:.1f} s")
     return 0
 
