@@ -371,16 +371,18 @@ def test_bad_signature_wipes_but_keeps_saved(
         assert_data_readable(dev, 5)
 
 
+@pytest.mark.parametrize("fmt", ["zstd", "raw"])
 def test_flipped_byte_wipes(
-    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, fmt: str
 ) -> None:
-    img = factory.get(Recipe(), "zstd")
-    bad = tmp_path / "bad.raw.zst"
+    """zstd: its checksum or the signature; raw: only the signature, at the very end."""
+    img = factory.get(Recipe(), fmt)  # type: ignore[arg-type]
+    bad = tmp_path / img.path.name
     data = bytearray(img.path.read_bytes())
     data[len(data) // 2] ^= 0x40
     bad.write_bytes(bytes(data))
     assert img.sig is not None
-    (tmp_path / "bad.raw.zst.sig").write_bytes(img.sig.read_bytes())  # covers the original
+    (tmp_path / (bad.name + ".sig")).write_bytes(img.sig.read_bytes())  # covers the original
     with disk_with_data(tmp_path) as dev:
         proc = run_cli(
             "install", dev, "-f", bad, "--keyring", signing_key.public, "--save-partlabel", "data"
@@ -388,6 +390,8 @@ def test_flipped_byte_wipes(
         err = proc.stderr.decode()
         assert proc.returncode == 1, err
         assert "Error: install failed" in err
+        if fmt == "raw":
+            assert "GPG verification failure" in err
         assert_wiped(dev, keep=("data",))
         assert_data_readable(dev, 5)
 
