@@ -1,0 +1,337 @@
+"""Image sources shared by `install`, `download` and osmet (compat-spec §5.4, §6, §7.2).
+
+A source yields the artifact's bytes *as served* (compressed) plus its detached
+signature; open_verified() wraps those bytes so the signature (and the stream's sha256,
+when published) is checked over exactly what was read, without buffering or re-reading.
+Decompression comes after, in the caller (nestos_inst.io.compress.open_decompressed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ..errors import NestosError, VerifyError, chain, describe
+from ..net import http
+from ..net.stream import Selection, fetch_stream
+from ..profile import DEFAULT, Profile
+from ..progress import Progress
+from ..verify import FAILURE, StreamVerifier, VerifyResult
+
+SIGNATURE_LIMIT = 1 << 20
+READ_SIZE = 1 << 20
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """One artifact to read. `filename`/`length` are final once open() returned."""
+
+    artifact_type: str  # "disk", "kernel", "initramfs", "rootfs", ...
+    filename: str  # last segment of the final URL / the file's name
+    length: int | None  # length hint of the served bytes
+    description: str  # the location message(s) to print on stderr before reading
+    sha256: str | None  # published digest of the served bytes, if any
+
+    def open(self) -> BinaryIO:
+        """The bytes as served (compressed). Caller closes."""
+        ...
+
+    def signature(self) -> bytes | None:
+        """Detached signature bytes; None when absent (messages already printed)."""
+        ...
+
+
+class FileSource:
+    """A local image; its signature is `<path>.sig` beside it."""
+
+    artifact_type = "disk"
+    sha256: str | None = None
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.filename = self.path.name
+        self.length: int | None = None
+        self.sig_path = Path(f"{os.fspath(path)}.sig")
+        self.description = f"Copying image from {self.path}\nReading signature from {self.sig_path}"
+
+    def open(self) -> BinaryIO:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - returned to the caller
+        except OSError as exc:
+            raise NestosError(f"opening {self.path}") from exc
+        self.length = os.fstat(f.fileno()).st_size
+        return f
+
+    def signature(self) -> bytes | None:
+        try:
+            with open(self.sig_path, "rb") as f:
+                data = f.read(SIGNATURE_LIMIT + 1)
+        except OSError as exc:
+            sys.stderr.write(f"Couldn't read signature file: {describe(exc)}\n")
+            return None
+        if len(data) > SIGNATURE_LIMIT:
+            sys.stderr.write("Couldn't read signature file: file too large\n")
+            return None
+        return data
+
+
+def signature_url(url: str) -> str:
+    """`.sig` appended to the URL's path; a query string stays after it."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".sig"))
+
+
+def url_filename(url: str) -> str:
+    """Last path segment of `url`, refusing anything that is not a plain file name."""
+    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    name = unquote(segment)
+    if name in ("", ".", "..") or "/" in name or "\0" in name or "\\" in name:
+        raise NestosError(f"couldn't determine a file name from URL '{url}'")
+    return name
+
+
+class UrlSource:
+    """An image fetched over HTTP(S) with its detached signature beside it."""
+
+    def __init__(
+        self,
+        url: str,
+        fetch_retries: int | None = 0,
+        *,
+        sig_url: str | None = None,
+        artifact_type: str = "disk",
+        sha256: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.url = url
+        self.fetch_retries = fetch_retries
+        self.sig_url = sig_url if sig_url is not None else signature_url(url)
+        self.artifact_type = artifact_type
+        self.sha256 = sha256
+        self.filename = url_filename(url)
+        self.length: int | None = None
+        self.final_url = url
+        self.description = description or (
+            f"Downloading image from {url}\nDownloading signature from {self.sig_url}"
+        )
+        self._sig: bytes | None = None
+        self._sig_fetched = False
+
+    def open(self) -> BinaryIO:
+        resp = http.fetch(self.url, retries=self.fetch_retries)
+        if resp.status != 200:
+            resp.close()
+            raise NestosError(f"image fetch failed: {resp.status} {resp.reason}".rstrip())
+        try:
+            self.final_url = resp.url
+            self.filename = url_filename(resp.url)
+            self.length = resp.length
+        except BaseException:
+            resp.close()
+            raise
+        return cast(BinaryIO, resp)
+
+    def signature(self) -> bytes | None:
+        if not self._sig_fetched:
+            self._sig_fetched = True
+            self._sig = self._fetch_signature()
+        return self._sig
+
+    def _fetch_signature(self) -> bytes | None:
+        try:
+            try:
+                resp, body = http.fetch_bytes(
+                    self.sig_url, retries=self.fetch_retries, limit=SIGNATURE_LIMIT
+                )
+            except NestosError as exc:
+                raise NestosError("fetching signature URL") from exc
+            if resp.status != 200:
+                raise NestosError("fetching signature URL") from NestosError(
+                    f"HTTP {resp.status} {resp.reason}".rstrip()
+                )
+            return body
+        except NestosError as exc:
+            msgs = chain(exc)
+            text = f"Failed to fetch signature: {msgs[0]}"
+            if len(msgs) > 1:
+                text += "\n\nCaused by:" + "".join(
+                    f"\n    {i}: {m}" if len(msgs) > 2 else f"\n    {m}"
+                    for i, m in enumerate(msgs[1:])
+                )
+            sys.stderr.write(text + "\n")
+            return None
+
+
+def stream_sources(  # noqa: PLR0917 - the shared interface takes them positionally
+    stream: str,
+    architecture: str,
+    platform: str,
+    fmt: str,
+    base_url: str | None,
+    fetch_retries: int | None = 0,
+    *,
+    profile: Profile = DEFAULT,
+) -> list[ImageSource]:
+    """Every artifact of (arch, platform, format), sorted by artifact type.
+
+    `base_url=None` means the profile's default base and the "<OS> <stream> ..."
+    wording; each source's description is the stream-level message.
+    """
+    sel = Selection(
+        stream=stream,
+        architecture=architecture,
+        platform=platform,
+        fmt=fmt,
+        base_url=base_url if base_url is not None else profile.stream_base_url,
+        custom_base=base_url is not None,
+    )
+    meta = fetch_stream(sel.url, retries=fetch_retries)
+    artifacts = meta.artifacts(architecture, platform, fmt)
+    text = sel.description(profile.os_name)
+    return [
+        UrlSource(
+            art.location,
+            fetch_retries,
+            sig_url=art.signature,
+            artifact_type=kind,
+            sha256=art.sha256.lower() if art.sha256 else None,
+            description=text,
+        )
+        for kind, art in sorted(artifacts.items())
+    ]
+
+
+class VerifiedReader(io.RawIOBase):
+    """The source's bytes, fed on the fly to GPG, sha256 and progress.
+
+    Read it to the end, then call finish(): it drains anything left (so GPG always
+    sees the whole artifact), forwards gpg-like status lines to stderr and raises
+    VerifyError when the signature or the sha256 does not match.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        *,
+        verifier: StreamVerifier | None,
+        sha256: str | None,
+        progress: Progress | None,
+        name: str = "image",
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._verifier = verifier
+        self._want_sha = sha256
+        self._hash = hashlib.sha256() if sha256 else None
+        self._progress = progress
+        self._name = name
+        self._eof = False
+        self.result: VerifyResult | None = None
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def binary(self) -> BinaryIO:
+        """This reader typed as BinaryIO, for stages such as open_decompressed()."""
+        return cast(BinaryIO, self)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(READ_SIZE):
+                parts.append(chunk)
+            return b"".join(parts)
+        if self._eof or size == 0:
+            return b""
+        data = self._raw.read(size)
+        if not data:
+            self._eof = True
+            return b""
+        self._account(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _account(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        if self._verifier is not None:
+            self._verifier.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
+        if self._progress is not None:
+            self._progress.add(len(data))
+
+    def finish(self) -> None:
+        """Check everything after EOF; raises VerifyError on any mismatch."""
+        while not self._eof:
+            self.read(READ_SIZE)
+        if self._progress is not None:
+            self._progress.finish()
+        if self._verifier is not None:
+            result = self._verifier.finish()
+            self.result = result
+            if result.status_text:
+                sys.stderr.write(result.status_text)
+                sys.stderr.flush()
+            if not result.ok:
+                raise VerifyError(FAILURE) from VerifyError(result.reason or "bad signature")
+        if self._hash is not None and self._want_sha is not None:
+            got = self._hash.hexdigest()
+            if got != self._want_sha:
+                raise VerifyError(f"sha256 mismatch for {self._name}") from VerifyError(
+                    f"computed '{got}' but stream metadata says '{self._want_sha}'"
+                )
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._verifier is not None:
+                self._verifier.close()
+        finally:
+            try:
+                self._raw.close()
+            finally:
+                super().close()
+
+
+def open_verified(
+    source: ImageSource,
+    *,
+    insecure: bool,
+    keyrings: Sequence[Path] = (),
+    progress: Progress | None = None,
+    signature: bytes | None = None,
+) -> VerifiedReader:
+    """Open `source` with its checks attached (signature required unless `insecure`).
+
+    Pass `signature` when the caller already fetched it (download's skip check);
+    otherwise source.signature() is called here, before the image is opened.
+    """
+    sig = signature if signature is not None else source.signature()
+    if sig is None:
+        if not insecure:
+            raise NestosError("--insecure not specified and signature not found")
+        sys.stderr.write("Signature not found; skipping verification as requested\n")
+    verifier = StreamVerifier(sig, keyrings) if sig is not None else None
+    try:
+        raw = source.open()
+    except BaseException:
+        if verifier is not None:
+            verifier.close()
+        raise
+    if progress is not None and progress.total is None and source.length:
+        progress.total = source.length
+    return VerifiedReader(
+        raw, verifier=verifier, sha256=source.sha256, progress=progress, name=source.filename
+    )

@@ -1,0 +1,120 @@
+"""Copy a stream to a file descriptor on two threads (issue 4 "use both cores").
+
+Decompression (in the reader) and os.pwrite both release the GIL, so a reader thread
+and a writer joined by a small bounded queue overlap them; memory stays at about
+`depth` chunks whatever the image size.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import BinaryIO
+
+from nestos_inst.errors import NestosError
+from nestos_inst.io.limit import WriteLimit
+
+_EOF = object()
+_POLL = 0.1
+
+
+def read_exact(reader: BinaryIO, n: int) -> bytes:
+    """n bytes from reader, fewer only at EOF (read() may return short counts)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        data = reader.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """os.pwrite until everything is written (it may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise NestosError(f"short write at offset {offset}")
+        view = view[n:]
+        offset += n
+
+
+def copy_to_fd(
+    reader: BinaryIO,
+    fd: int,
+    *,
+    offset: int,
+    limit: int | None = None,
+    limit_message: str = "",
+    progress_cb: Callable[[int], None] | None = None,
+    chunk: int = 1 << 20,
+    depth: int = 4,
+) -> int:
+    """Copy `reader` to `fd` starting at byte `offset`; return the bytes written.
+
+    A reader thread fills a queue of at most `depth` chunks; the calling thread writes
+    them with os.pwrite and calls `progress_cb(n)` after each write. `limit` is an
+    absolute offset in `fd`: bytes up to it are written, the first byte past it raises
+    NestosError(limit_message). Errors from either side propagate unchanged (with their
+    cause chain); on a write error the reader thread is stopped and joined.
+    """
+    guard = WriteLimit(limit, limit_message) if limit is not None else None
+    q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                data = reader.read(chunk)
+                if not data:
+                    put(_EOF)
+                    return
+                if not put(data):
+                    return
+        except BaseException as exc:  # handed to the writer, re-raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
+    thread.start()
+    pos = offset
+    try:
+        while True:
+            item = q.get()
+            if item is _EOF:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            data = item
+            assert isinstance(data, bytes | bytearray | memoryview)
+            n = len(data)
+            if guard is not None:
+                allowed = guard.allowed(pos, n)
+                if allowed < n:
+                    if allowed:
+                        pwrite_all(fd, memoryview(data)[:allowed], pos)
+                        pos += allowed
+                        if progress_cb is not None:
+                            progress_cb(allowed)
+                    raise guard.error()
+            pwrite_all(fd, data, pos)
+            pos += n
+            if progress_cb is not None:
+                progress_cb(n)
+    finally:
+        stop.set()
+        thread.join()
+    return pos - offset

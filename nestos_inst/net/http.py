@@ -1,0 +1,439 @@
+"""HTTP GET with upstream's retry rules (compat-spec §5.5) plus resume on a broken body.
+
+Network I/O runs on httpx's *async* client inside one background event-loop thread;
+callers get a plain blocking file object (HttpResponse). The loop thread coalesces
+the body into 1 MiB blocks and hands them over through a small bounded queue, so the
+socket keeps draining while the calling thread does the CPU work (GPG feed, hashing,
+decompression, writing) — the two overlap on two cores and memory stays bounded
+(queue depth x 1 MiB). A sync facade keeps every consumer (install, osmet, download)
+simple and lets them be composed with ordinary file-like stages.
+
+Retries: attempts = fetch_retries + 1 (None = unbounded). Send failures and statuses
+408/429/500/502/503/504 are retried with a delay starting at 1 s, doubling, capped at
+600 s. Beyond upstream, a body that breaks mid-transfer is resumed with
+``Range: bytes=N-`` (and ``If-Range`` when the server gave a strong ETag or a
+Last-Modified date); every resume counts against the same attempt budget. A server
+that answers a Range request with 200 is re-read from zero, skipping the bytes we
+already have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from ..errors import NestosError, describe
+from .retries import parse_retries
+
+__all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_DELAY = 600.0
+BLOCK = 1 << 20
+QUEUE_DEPTH = 8
+# Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
+# hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
+TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
+MAX_REDIRECTS = 10
+
+T = TypeVar("T")
+
+
+def _delay_scale() -> float:
+    """Tests shrink the real sleeps; the printed delays stay upstream's."""
+    try:
+        return float(os.environ.get("NESTOS_INSTALLER_RETRY_DELAY_SCALE", "1"))
+    except ValueError:
+        return 1.0
+
+
+@dataclass
+class Budget:
+    """Shared attempt budget and backoff for one logical fetch (open + resumes)."""
+
+    retries: int | None = 0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    scale: float = field(default_factory=_delay_scale)
+    used: int = 0
+    delay: float = 1.0
+
+    def can_retry(self) -> bool:
+        return self.retries is None or self.used < self.retries
+
+    async def backoff(self, url: str, error: str) -> None:
+        self.used += 1
+        sys.stderr.write(f"Error fetching '{url}': {error}\n")
+        sys.stderr.write(f"Sleeping {self.delay:g}s and retrying...\n")
+        sys.stderr.flush()
+        await self.sleep(self.delay * self.scale)
+        self.delay = min(self.delay * 2, MAX_DELAY)
+
+
+class _Loop:
+    """The one background event loop that owns every network socket of the process."""
+
+    _lock = threading.Lock()
+    _instance: _Loop | None = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="http", daemon=True)
+        self.thread.start()
+        self.client: httpx.AsyncClient = self.call(self._make_client())
+
+    @staticmethod
+    async def _make_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=TIMEOUT, max_redirects=MAX_REDIRECTS)
+
+    @classmethod
+    def get(cls) -> _Loop:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = _Loop()
+            return cls._instance
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+def _status_text(resp: httpx.Response) -> str:
+    return f"HTTP {resp.status_code} {resp.reason_phrase}".rstrip()
+
+
+def _error_text(exc: BaseException) -> str:
+    text = describe(exc)
+    return text if text != type(exc).__name__ else f"{type(exc).__name__} (connection error)"
+
+
+_EOF = object()
+
+
+class HttpResponse(io.RawIOBase):
+    """A GET in progress: final URL, status, headers, and the raw body as a file.
+
+    The body is the bytes as served (no Content-Encoding decoding). Reading raises
+    NestosError("reading '<url>'") when the transfer fails beyond the retry budget.
+    """
+
+    def __init__(self, url: str, budget: Budget) -> None:
+        super().__init__()
+        self.request_url = url
+        self._budget = budget
+        self._loop = _Loop.get()
+        self._resp: httpx.Response | None = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._block = b""
+        self._off = 0
+        self._eof = False
+        self.url = url
+        self.status = 0
+        self.reason = ""
+        self.headers: httpx.Headers = httpx.Headers()
+        self.length: int | None = None
+        self.position = 0
+        self.resumes = 0
+        self._inbox: _Inbox = _Inbox()
+
+    # ---- opening (runs on the loop) ----
+    async def _send(self, headers: dict[str, str]) -> httpx.Response:
+        """One logical request, retried per §5.5; non-retryable HTTP errors raise."""
+        client = self._loop.client
+        while True:
+            try:
+                req = client.build_request("GET", self.request_url, headers=headers)
+                resp = await client.send(req, stream=True, follow_redirects=True)
+            except httpx.HTTPError as exc:
+                if isinstance(exc, httpx.TooManyRedirects) or not self._budget.can_retry():
+                    raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                        _error_text(exc)
+                    )
+                await self._budget.backoff(self.request_url, _error_text(exc))
+                continue
+            if resp.status_code in RETRY_STATUSES:
+                await resp.aclose()
+                if not self._budget.can_retry():
+                    raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                        _status_text(resp)
+                    )
+                await self._budget.backoff(self.request_url, _status_text(resp))
+                continue
+            if resp.status_code >= 400:
+                await resp.aclose()
+                raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                    _status_text(resp)
+                )
+            return resp
+
+    async def _open(self) -> None:
+        resp = await self._send({})
+        self._resp = resp
+        self.url = str(resp.url)
+        self.status = resp.status_code
+        self.reason = resp.reason_phrase
+        self.headers = resp.headers
+        self.length = _int_header(resp.headers.get("content-length"))
+        self._inbox.bind(asyncio.get_running_loop())
+        if resp.status_code == 200:
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+        else:
+            await resp.aclose()
+            self._inbox.put_nowait(_EOF)
+
+    def open(self) -> HttpResponse:
+        self._loop.call(self._open())
+        return self
+
+    # ---- body pump (runs on the loop) ----
+    def _validator(self) -> str | None:
+        etag: str | None = self.headers.get("etag")
+        if etag and not etag.startswith("W/"):
+            return etag
+        modified: str | None = self.headers.get("last-modified")
+        return modified
+
+    async def _resume(self, have: int) -> tuple[httpx.Response, int]:
+        """Reopen at byte `have`; returns the response and how many bytes to skip."""
+        headers = {"Range": f"bytes={have}-"}
+        validator = self._validator()
+        if validator:
+            headers["If-Range"] = validator
+        resp = await self._send(headers)
+        self.resumes += 1
+        if resp.status_code == 206:
+            m = re.fullmatch(
+                r"bytes\s+(\d+)-(\d+)/(\d+|\*)", resp.headers.get("content-range", "").strip()
+            )
+            total = m and m.group(3) != "*" and int(m.group(3))
+            if not m or int(m.group(1)) != have or (self.length and total != self.length):
+                await resp.aclose()
+                raise NestosError(f"reading '{self.url}'") from NestosError(
+                    "server answered the resume request with a different byte range"
+                )
+            return resp, 0
+        if resp.status_code == 200:
+            same_length = _int_header(resp.headers.get("content-length")) == self.length
+            old_tag, new_tag = self.headers.get("etag"), resp.headers.get("etag")
+            if not same_length or (old_tag and new_tag and old_tag != new_tag):
+                await resp.aclose()
+                raise NestosError(f"reading '{self.url}'") from NestosError(
+                    "the file changed on the server during the download"
+                )
+            return resp, have  # Range ignored: start over, dropping what we have
+        await resp.aclose()
+        raise NestosError(f"reading '{self.url}'") from NestosError(
+            f"unexpected reply to a resume request: {_status_text(resp)}"
+        )
+
+    async def _pump(self) -> None:
+        assert self._resp is not None
+        resp = self._resp
+        have = 0
+        skip = 0
+        pending: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                try:
+                    async for chunk in resp.aiter_raw():
+                        if skip:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk = chunk[skip:]
+                            skip = 0
+                        have += len(chunk)
+                        pending.append(chunk)
+                        size += len(chunk)
+                        if size >= BLOCK:
+                            await self._inbox.put(b"".join(pending))
+                            pending, size = [], 0
+                    if skip:
+                        raise httpx.RemoteProtocolError("body ended before the resume point")
+                    if self.length is not None and have < self.length:
+                        raise httpx.RemoteProtocolError(
+                            f"body ended after {have} of {self.length} bytes"
+                        )
+                    break
+                except httpx.TransportError as exc:
+                    await resp.aclose()
+                    if pending:
+                        await self._inbox.put(b"".join(pending))
+                        pending, size = [], 0
+                    if not self._budget.can_retry():
+                        raise NestosError(f"reading '{self.url}'") from NestosError(
+                            _error_text(exc)
+                        )
+                    await self._budget.backoff(self.url, _error_text(exc))
+                    resp, skip = await self._resume(have)
+                    self._resp = resp
+            if pending:
+                await self._inbox.put(b"".join(pending))
+            await self._inbox.put(_EOF)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._inbox.put_nowait(exc)
+        finally:
+            await resp.aclose()
+
+    # ---- consumer side (caller's thread) ----
+    def readable(self) -> bool:
+        return True
+
+    def _next_block(self) -> bool:
+        item = self._inbox.get()
+        if item is _EOF:
+            self._eof = True
+            return False
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        self._block, self._off = item, 0
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self._off >= len(self._block) and (self._eof or size == 0 or not self._next_block()):
+            return b""
+        block, off = self._block, self._off
+        # Common case: hand the whole block over without a copy.
+        out = block if off == 0 and size >= len(block) else block[off : off + size]
+        self._off = off + len(out)
+        self.position += len(out)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        parts = []
+        while chunk := self.read(BLOCK):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        task = self._task
+        if task is not None and not task.done():
+
+            def cancel() -> None:
+                task.cancel()
+
+            self._loop.loop.call_soon_threadsafe(cancel)
+        self._inbox.close()
+        super().close()
+
+
+class _Inbox:
+    """Bounded hand-over from the loop (async put) to the caller's thread (blocking get)."""
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._cond = threading.Condition()
+        self._space: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._space = asyncio.Event()
+
+    async def put(self, item: Any) -> None:
+        assert self._space is not None
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                if len(self._items) < QUEUE_DEPTH:
+                    self._items.append(item)
+                    self._cond.notify()
+                    return
+                self._space.clear()
+            await self._space.wait()
+
+    def put_nowait(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self) -> Any:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            item = self._items.pop(0)
+            full = len(self._items) == QUEUE_DEPTH - 1
+        if full and self._loop is not None and self._space is not None:
+            self._loop.call_soon_threadsafe(self._space.set)
+        return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+        if self._loop is not None and self._space is not None:
+            self._loop.call_soon_threadsafe(self._space.set)
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def fetch(
+    url: str,
+    *,
+    retries: int | None = 0,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> HttpResponse:
+    """Start a GET (retrying per §5.5) and return once headers are in.
+
+    Raises NestosError("fetching '<url>'") when the server refuses. The caller checks
+    `.status` (only 200 carries a body) and must close() the response.
+    """
+    budget = Budget(retries=retries)
+    if sleep is not None:
+        budget.sleep = sleep
+    return HttpResponse(url, budget).open()
+
+
+def fetch_bytes(
+    url: str,
+    *,
+    retries: int | None = 0,
+    limit: int = 64 << 20,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> tuple[HttpResponse, bytes]:
+    """A small document (stream JSON, signature) in memory; refuses more than `limit`."""
+    resp = fetch(url, retries=retries, sleep=sleep)
+    try:
+        if resp.length is not None and resp.length > limit:
+            raise NestosError(f"reading '{resp.url}'") from NestosError(
+                f"response too large ({resp.length} bytes, limit {limit})"
+            )
+        parts: list[bytes] = []
+        total = 0
+        while chunk := resp.read(BLOCK):
+            total += len(chunk)
+            if total > limit:
+                raise NestosError(f"reading '{resp.url}'") from NestosError(
+                    f"response larger than {limit} bytes"
+                )
+            parts.append(chunk)
+        return resp, b"".join(parts)
+    finally:
+        resp.close()

@@ -1,0 +1,299 @@
+"""Detached OpenPGP signature checks with GPGME, streamed (compat-spec §6).
+
+Each verification gets its own throw-away GnuPG home (0700) holding only the trusted
+keys: the armored files shipped in ``nestos_inst/data/keys`` plus any ``--keyring``
+files. The signed data is fed to GPGME through a read callback running in a helper
+thread, so the image is never held in memory nor re-read from disk; the gpg engine
+process does the hashing on the other core. A signature counts as good when GPGME
+reports no error for it and its signing (sub)key belongs to a trusted key; key
+validity is deliberately ignored (imported keys are "unknown" to the web of trust).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import NestosError, VerifyError
+from .run import run
+
+KEY_DIR = Path(__file__).resolve().parent / "data" / "keys"
+
+FAILURE = "GPG verification failure"
+
+# Chunks handed to the verify thread; bounds the memory held for GPG at ~ this many reads.
+_QUEUE_DEPTH = 8
+
+
+def trusted_key_files(extra: Iterable[Path] = ()) -> list[Path]:
+    """Package keyring files first (sorted), then the user's, in the order given."""
+    shipped = sorted(KEY_DIR.glob("*.asc")) if KEY_DIR.is_dir() else []
+    return [*shipped, *(Path(p) for p in extra)]
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """What GPGME said about one signature, rendered like gpg's own stderr."""
+
+    good: bool
+    fpr: str
+    timestamp: int
+    algo: str
+    uid: str | None
+    problem: str | None
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        if self.timestamp:
+            made = time.strftime("%a %b %d %H:%M:%S %Y UTC", time.gmtime(self.timestamp))
+            out.append(f"gpg: Signature made {made}")
+        algo = "" if self.algo == "UNKNOWN" else f"{self.algo} "
+        out.append(f"gpg:                using {algo}key {self.fpr}")
+        who = f'"{self.uid}"' if self.uid else self.fpr
+        if self.good:
+            out.append(f"gpg: Good signature from {who}")
+        elif self.problem == "no public key":
+            out.append("gpg: Can't check signature: No public key")
+        else:
+            extra = f" ({self.problem})" if self.problem else ""
+            out.append(f"gpg: BAD signature from {who}{extra}")
+        return out
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    signatures: tuple[SignatureReport, ...]
+    reason: str | None  # why it failed (None when ok)
+
+    @property
+    def status_text(self) -> str:
+        """gpg-like lines for stderr (empty when GPGME found no signature at all)."""
+        lines = [line for sig in self.signatures for line in sig.lines()]
+        return "".join(line + "\n" for line in lines)
+
+
+class GpgHome:
+    """A private GnuPG home with the trusted keys imported; remove with close()."""
+
+    def __init__(self, key_files: Sequence[Path]) -> None:
+        import gpg
+
+        self.path = Path(tempfile.mkdtemp(prefix="nestos-installer-"))
+        os.chmod(self.path, 0o700)
+        # Public-key import and verification need no agent: don't spawn one per check.
+        (self.path / "gpg.conf").write_text("no-autostart\n")
+        try:
+            self.ctx: Any = gpg.Context(home_dir=str(self.path), offline=True)
+            self.trusted: set[str] = set()
+            for key_file in key_files:
+                self._import(key_file)
+        except BaseException:
+            self.close()
+            raise
+
+    def _import(self, key_file: Path) -> None:
+        import gpg
+
+        try:
+            blob = key_file.read_bytes()
+        except OSError as exc:
+            raise NestosError(f"reading keyring {key_file}") from exc
+        try:
+            result = self.ctx.key_import(blob)
+        except gpg.errors.GPGMEError as exc:
+            raise NestosError(f"importing keyring {key_file}") from NestosError(str(exc))
+        imports = getattr(result, "imports", None) or []
+        fprs = [imp.fpr for imp in imports if imp.fpr]
+        if not fprs:
+            raise NestosError(f"no OpenPGP public key found in {key_file}")
+        for fpr in fprs:
+            key = self.ctx.get_key(fpr)
+            # Signatures name the signing subkey; trust every subkey of a trusted key.
+            self.trusted.update(sub.fpr.upper() for sub in key.subkeys if sub.fpr)
+
+    def uid_of(self, fpr: str) -> str | None:
+        with contextlib.suppress(Exception):
+            key = self.ctx.get_key(fpr)
+            if key.uids:
+                return str(key.uids[0].uid)
+        return None
+
+    def judge(self, result: Any) -> VerifyResult:
+        """Good = at least one signature, every one error-free and by a trusted key."""
+        import gpg
+
+        reports: list[SignatureReport] = []
+        reason: str | None = None
+        sigs = list(getattr(result, "signatures", None) or [])
+        if not sigs:
+            reason = "no signature found"
+        elif not self.trusted:
+            reason = f"no trusted keys: add armored keys to {KEY_DIR} or pass --keyring FILE"
+        for sig in sigs:
+            fpr = (sig.fpr or "").upper()
+            problem: str | None = None
+            if sig.status != gpg.errors.NO_ERROR:
+                code = gpg.errors.GPGMEError(sig.status).getcode()
+                problem = "no public key" if code == gpg.errors.NO_PUBKEY else "bad signature"
+            elif fpr not in self.trusted:
+                problem = "signing key not trusted"
+            if problem and reason is None:
+                reason = problem
+            algo = gpg.core.pubkey_algo_name(sig.pubkey_algo) or "unknown"
+            reports.append(
+                SignatureReport(
+                    good=problem is None,
+                    fpr=fpr,
+                    timestamp=int(sig.timestamp or 0),
+                    algo=algo.upper(),
+                    uid=self.uid_of(fpr) if fpr else None,
+                    problem=problem,
+                )
+            )
+        return VerifyResult(ok=reason is None, signatures=tuple(reports), reason=reason)
+
+    def close(self) -> None:
+        # Importing keys may start a gpg-agent in the home: stop it before removing.
+        if any(self.path.glob("S.*")):
+            run(["gpgconf", "--homedir", self.path, "--kill", "all"], check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class StreamVerifier:
+    """Check a detached signature over bytes given piecewise with update().
+
+    finish() returns the VerifyResult (never raises for a bad signature: callers
+    decide how loud to be); close() aborts and cleans up. Not thread-safe: one feeder.
+    """
+
+    def __init__(self, signature: bytes, keyrings: Sequence[Path] = ()) -> None:
+        self._home = GpgHome(trusted_key_files(keyrings))
+        self._signature = signature
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._pending = memoryview(b"")
+        self._result: VerifyResult | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._eof = False
+        self._thread = threading.Thread(target=self._work, name="gpg-verify", daemon=True)
+        self._thread.start()
+
+    # -- feeder side
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof:
+            raise ValueError("update() after finish()")
+        if data:
+            self._queue.put(bytes(data))
+
+    def finish(self) -> VerifyResult:
+        if not self._eof:
+            self._eof = True
+            self._queue.put(None)
+        self._thread.join()
+        self._cleanup()
+        if self._error is not None:
+            return VerifyResult(False, (), f"gpgme: {self._error}")
+        assert self._result is not None
+        return self._result
+
+    def close(self) -> None:
+        """Abort (idempotent): unblock the worker, wait for it, remove the home."""
+        if self._closed:
+            return
+        if not self._eof:
+            self._eof = True
+            # Drop queued data so the EOF marker fits even if the worker is slow.
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._queue.put(None)
+        self._thread.join()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._home.close()
+
+    # -- worker side
+    def _read_cb(self, size: int, _hook: object = None) -> bytes:
+        if not self._pending:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)  # stay at EOF if asked again
+                return b""
+            self._pending = memoryview(item)
+        if len(self._pending) <= size:
+            out = self._pending.tobytes()
+            self._pending = memoryview(b"")
+            return out
+        out = self._pending[:size].tobytes()
+        self._pending = self._pending[size:]
+        return out
+
+    def _work(self) -> None:
+        import gpg
+
+        try:
+            ctx = self._home.ctx
+            data = gpg.Data(cbs=(self._read_cb, None, None, lambda *_: None))
+            try:
+                ctx.op_verify(gpg.Data(self._signature), data, None)
+            except gpg.errors.GPGMEError as exc:
+                # Malformed signature packets end here; keep draining so the feeder
+                # never blocks on a full queue.
+                self._result = VerifyResult(False, (), f"unusable signature: {exc}")
+                self._drain()
+                return
+            self._result = self._home.judge(ctx.op_verify_result())
+        except BaseException as exc:
+            self._error = exc
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._queue.get() is not None:
+            pass
+        self._queue.put(None)
+
+
+def verify_stream(
+    chunks: Iterable[bytes], signature: bytes, keyrings: Sequence[Path] = ()
+) -> VerifyResult:
+    verifier = StreamVerifier(signature, keyrings)
+    try:
+        for chunk in chunks:
+            verifier.update(chunk)
+        return verifier.finish()
+    finally:
+        verifier.close()
+
+
+def verify_file(
+    path: Path, signature: bytes, keyrings: Sequence[Path] = (), *, chunk: int = 1 << 20
+) -> VerifyResult:
+    """Verify an already-present file (download's skip-if-present check)."""
+
+    def chunks() -> Iterable[bytes]:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                yield block
+
+    return verify_stream(chunks(), signature, keyrings)
+
+
+def require(result: VerifyResult) -> None:
+    """Raise the upstream error for a failed verification, with our reason as cause."""
+    if not result.ok:
+        raise VerifyError(FAILURE) from VerifyError(result.reason or "bad signature")

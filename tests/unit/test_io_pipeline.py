@@ -1,0 +1,210 @@
+"""Write limits and the two-thread copy pipeline."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nestos_inst.errors import FormatError, NestosError
+from nestos_inst.io.compress import open_decompressed
+from nestos_inst.io.limit import LimitReader, LimitWriter, WriteLimit, collision_message
+from nestos_inst.io.pipeline import copy_to_fd, read_exact
+from tests.helpers import iomedia
+
+MSG = collision_message('partition 4 ("bovik")', 4194304)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"\xaa" * (8 << 20))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        yield path, fd
+    finally:
+        os.close(fd)
+
+
+def test_collision_message() -> None:
+    assert MSG == 'collision with partition 4 ("bovik") at offset 4194304'
+    assert collision_message("foo", 10) == "collision with foo at offset 10"
+
+
+def test_limit_writer_stops_exactly() -> None:
+    sink = io.BytesIO()
+    w = LimitWriter(sink, WriteLimit(10, collision_message("foo", 10)))
+    assert w.write(b"12345") == 5
+    assert w.write(b"6789abc") == 5  # cut short at the limit
+    assert sink.getvalue() == b"123456789a"
+    with pytest.raises(NestosError, match=r"^collision with foo at offset 10$"):
+        w.write(b"x")
+    assert w.write(b"") == 0
+    assert sink.getvalue() == b"123456789a"
+
+
+def test_limit_reader_stops_exactly() -> None:
+    limit = WriteLimit(10, collision_message("foo", 10))
+    r = LimitReader(io.BytesIO(b"0123456789"), limit)
+    assert r.read() == b"0123456789"  # exactly at the limit: a clean EOF
+    assert r.read(5) == b""
+    r = LimitReader(io.BytesIO(b"0123456789X"), limit)
+    assert r.read(8) == b"01234567"
+    assert r.read(8) == b"89"
+    with pytest.raises(NestosError, match=r"^collision with foo at offset 10$"):
+        r.read(8)
+
+
+def test_copy_round_trip(target: tuple[Path, int]) -> None:
+    path, fd = target
+    data = iomedia.payload(3_000_000)
+    seen: list[int] = []
+    n = copy_to_fd(io.BytesIO(data), fd, offset=1 << 20, progress_cb=seen.append, chunk=65536)
+    assert n == len(data) == sum(seen)
+    disk = path.read_bytes()
+    assert disk[: 1 << 20] == b"\xaa" * (1 << 20)
+    assert disk[1 << 20 : (1 << 20) + len(data)] == data
+    assert disk[(1 << 20) + len(data) :] == b"\xaa" * (len(disk) - (1 << 20) - len(data))
+
+
+def test_copy_from_decompressor(target: tuple[Path, int]) -> None:
+    path, fd = target
+    data = iomedia.payload(2_000_000)
+    for blob in (iomedia.gz(data), iomedia.xz_multiblock(data), iomedia.zst(data)):
+        n = copy_to_fd(open_decompressed(io.BytesIO(blob)), fd, offset=0)
+        assert n == len(data)
+        assert path.read_bytes()[: len(data)] == data
+
+
+def test_copy_stops_exactly_at_limit(target: tuple[Path, int]) -> None:
+    path, fd = target
+    data = b"\x11" * (6 << 20)
+    with pytest.raises(NestosError) as info:
+        copy_to_fd(io.BytesIO(data), fd, offset=1 << 20, limit=4 << 20, limit_message=MSG)
+    assert str(info.value) == MSG
+    disk = path.read_bytes()
+    assert disk[: 1 << 20] == b"\xaa" * (1 << 20)
+    assert disk[1 << 20 : 4 << 20] == b"\x11" * (3 << 20)
+    assert disk[4 << 20 :] == b"\xaa" * (4 << 20)  # the saved partition is intact
+
+
+def test_copy_up_to_limit_is_fine(target: tuple[Path, int]) -> None:
+    _, fd = target
+    n = copy_to_fd(
+        io.BytesIO(b"\1" * (3 << 20)),
+        fd,
+        offset=1 << 20,
+        limit=4 << 20,
+        limit_message=MSG,
+        chunk=1 << 19,
+    )
+    assert n == 3 << 20
+
+
+class FailingReader(io.RawIOBase):
+    def __init__(self, after: int) -> None:
+        self.left = after
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.left <= 0:
+            raise FormatError("decoding failed") from ValueError("inner reason")
+        n = min(self.left, size if size and size > 0 else 4096)
+        self.left -= n
+        return b"z" * n
+
+
+def test_reader_error_propagates_with_chain(target: tuple[Path, int]) -> None:
+    _, fd = target
+    with pytest.raises(FormatError, match="decoding failed") as info:
+        copy_to_fd(FailingReader(300_000), fd, offset=0, chunk=4096)  # type: ignore[arg-type]
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_truncated_stream_error_propagates(target: tuple[Path, int]) -> None:
+    _, fd = target
+    blob = iomedia.xz_multiblock(iomedia.payload(1_000_000))
+    with pytest.raises(FormatError, match="truncated"):
+        copy_to_fd(open_decompressed(io.BytesIO(blob[:-100])), fd, offset=0)
+
+
+def test_writer_error_propagates_and_stops_reader(tmp_path: Path) -> None:
+    path = tmp_path / "ro"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reads: list[int] = []
+
+        class Endless(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def read(self, size: int | None = -1) -> bytes:
+                reads.append(1)
+                return b"y" * 1024
+
+        with pytest.raises(OSError) as info:
+            copy_to_fd(Endless(), fd, offset=0, chunk=1024, depth=2)  # type: ignore[arg-type]
+        assert info.value.errno is not None
+        assert len(reads) < 50  # the reader was stopped, not left running
+    finally:
+        os.close(fd)
+
+
+def test_read_exact() -> None:
+    class Trickle(io.RawIOBase):
+        def __init__(self) -> None:
+            self.b = io.BytesIO(b"abcdefghij")
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int | None = -1) -> bytes:
+            return self.b.read(1)
+
+    assert read_exact(Trickle(), 4) == b"abcd"  # type: ignore[arg-type]
+    assert read_exact(io.BytesIO(b"ab"), 4) == b"ab"
+
+
+@pytest.mark.root
+def test_copy_to_loop_device_with_limit(tmp_path: Path) -> None:
+    """The real target kind: a loop device; the protected region stays intact."""
+    from tests.helpers.loop import loop_device
+
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\xbb" * (8 << 20))
+    data = iomedia.payload(5 << 20, seed=5)
+    blob = iomedia.xz_multiblock(data, block_size=1 << 20)
+    src_path = tmp_path / "image.xz"
+    src_path.write_bytes(blob)
+    with loop_device(img, partitions=False) as dev:
+        fd = os.open(dev, os.O_WRONLY)
+        try:
+            with open(src_path, "rb") as src, pytest.raises(NestosError) as info:
+                copy_to_fd(
+                    open_decompressed(src),
+                    fd,
+                    offset=0,
+                    limit=4 << 20,
+                    limit_message=MSG,
+                    chunk=1 << 16,
+                )
+            os.fsync(fd)
+            assert str(info.value) == MSG
+            with open(src_path, "rb") as src:
+                n = copy_to_fd(
+                    open_decompressed(src), fd, offset=1 << 20, limit=6 << 20, limit_message=MSG
+                )
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert n == len(data)
+    disk = img.read_bytes()
+    assert disk[1 << 20 : 6 << 20] == data
+    assert disk[6 << 20 :] == b"\xbb" * (2 << 20)
+    assert src_path.read_bytes() == blob  # the input is never modified

@@ -1,0 +1,174 @@
+"""GPGME streaming verification: upstream vectors (§6.2) and per-session real keys."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nestos_inst.errors import VerifyError
+from nestos_inst.verify import (
+    FAILURE,
+    GpgHome,
+    StreamVerifier,
+    require,
+    trusted_key_files,
+    verify_file,
+    verify_stream,
+)
+from tests.helpers.gpgkey import SigningKey
+
+
+def chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def leftover_homes() -> set[str]:
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("nestos-installer-")}
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GnuPG homes go to a per-test TMPDIR so leftovers are ours (/tmp is shared)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+
+@pytest.fixture
+def signed(tmp_path: Path, signing_key: SigningKey) -> tuple[Path, bytes]:
+    data = bytes(range(256)) * 4096 + b"tail"
+    path = tmp_path / "image.raw"
+    path.write_bytes(data)
+    return path, signing_key.sign(path).read_bytes()
+
+
+def test_good_signature_streamed_in_odd_chunks(
+    signed: tuple[Path, bytes], signing_key: SigningKey
+) -> None:
+    path, sig = signed
+    before = leftover_homes()
+    result = verify_stream(chunks(path.read_bytes(), 7777), sig, [signing_key.public])
+    assert result.ok, result.reason
+    assert result.signatures[0].fpr in {signing_key.fingerprint}
+    assert "gpg: Good signature from" in result.status_text
+    assert leftover_homes() == before
+
+
+def test_repeated_checks_stay_ok(signed: tuple[Path, bytes], signing_key: SigningKey) -> None:
+    path, sig = signed
+    for _ in range(2):
+        assert verify_file(path, sig, [signing_key.public]).ok
+
+
+def test_flipped_last_byte_fails(signed: tuple[Path, bytes], signing_key: SigningKey) -> None:
+    path, sig = signed
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    result = verify_stream([bytes(data)], sig, [signing_key.public])
+    assert not result.ok
+    assert result.reason == "bad signature"
+    assert "BAD signature" in result.status_text
+    with pytest.raises(VerifyError, match=FAILURE):
+        require(result)
+
+
+def test_truncated_data_fails(signed: tuple[Path, bytes], signing_key: SigningKey) -> None:
+    path, sig = signed
+    assert not verify_stream([path.read_bytes()[:1000]], sig, [signing_key.public]).ok
+
+
+def test_unknown_key_fails(
+    signed: tuple[Path, bytes], signing_key: SigningKey, other_key: SigningKey
+) -> None:
+    path, _ = signed
+    sig = other_key.sign(path, path.with_name("other.sig")).read_bytes()
+    result = verify_file(path, sig, [signing_key.public])
+    assert not result.ok
+    assert result.reason == "no public key"
+    assert "No public key" in result.status_text
+
+
+def test_no_trusted_keys_says_how_to_add_one(signed: tuple[Path, bytes]) -> None:
+    path, sig = signed
+    result = verify_file(path, sig, [])
+    assert not result.ok
+    assert "--keyring" in (result.reason or "")
+
+
+def test_garbage_signature(signed: tuple[Path, bytes], signing_key: SigningKey) -> None:
+    path, _ = signed
+    result = verify_file(path, b"not a signature at all", [signing_key.public])
+    assert not result.ok
+    assert result.signatures == ()
+
+
+def test_empty_data_with_garbage_signature_does_not_hang(signing_key: SigningKey) -> None:
+    assert not verify_stream([], b"\x00" * 10, [signing_key.public]).ok
+
+
+def test_abort_midway_cleans_up(signed: tuple[Path, bytes], signing_key: SigningKey) -> None:
+    path, sig = signed
+    before = leftover_homes()
+    verifier = StreamVerifier(sig, [signing_key.public])
+    for block in chunks(path.read_bytes(), 1 << 16)[:20]:
+        verifier.update(block)
+    verifier.close()
+    verifier.close()
+    assert leftover_homes() == before
+
+
+def test_home_is_private_and_trusts_subkeys(signing_key: SigningKey) -> None:
+    home = GpgHome([signing_key.public])
+    try:
+        assert (home.path.stat().st_mode & 0o777) == 0o700
+        assert signing_key.fingerprint in home.trusted
+    finally:
+        home.close()
+    assert not home.path.exists()
+
+
+def test_bad_keyring_files(tmp_path: Path) -> None:
+    from nestos_inst.errors import NestosError
+
+    junk = tmp_path / "junk.asc"
+    junk.write_text("hello\n")
+    with pytest.raises(NestosError, match="no OpenPGP public key found in"):
+        GpgHome([junk])
+    with pytest.raises(NestosError, match="reading keyring"):
+        GpgHome([tmp_path / "missing.asc"])
+
+
+def test_shipped_key_dir_comes_first(tmp_path: Path) -> None:
+    extra = tmp_path / "k.asc"
+    files = trusted_key_files([extra])
+    assert files[-1] == extra
+    assert all(f.suffix == ".asc" for f in files)
+
+
+@pytest.mark.compat
+@pytest.mark.parametrize("name", ["1M.gz", "1M.xz", "1M.zst"])
+def test_upstream_vectors(upstream: Path, name: str) -> None:
+    vdir = upstream / "verify"
+    key = vdir / "test-key.pub.asc"
+    data = (vdir / name).read_bytes()
+    sig = (vdir / f"{name}.sig").read_bytes()
+    assert verify_stream(chunks(data, 100), sig, [key]).ok
+    assert not verify_stream([data + b"\0"], sig, [key]).ok
+    assert not verify_stream([data[:-1] + bytes([data[-1] ^ 1])], sig, [key]).ok
+
+
+@pytest.mark.compat
+def test_upstream_zero_mib_and_random_key(upstream: Path) -> None:
+    vdir = upstream / "verify"
+    key = vdir / "test-key.pub.asc"
+    zeros = bytes(1 << 20)
+    assert verify_stream([zeros], (vdir / "1M.sig").read_bytes(), [key]).ok
+    priv = (vdir / "test-key.priv.asc").read_bytes()
+    assert verify_stream([priv], (vdir / "test-key.priv.asc.sig").read_bytes(), [key]).ok
+    assert not verify_stream([priv[:1000]], (vdir / "test-key.priv.asc.sig").read_bytes(), [key]).ok
+    random = verify_stream([priv], (vdir / "test-key.priv.asc.random.sig").read_bytes(), [key])
+    assert not random.ok
+    assert random.reason == "no public key"
