@@ -51,7 +51,6 @@ _VALUE_KARGS = (
 )
 _LIST_KEYS = frozenset({"save-partlabel", "save-partindex"})
 _FALSE = frozenset({"", "0", "no", "off"})
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 _PARTINDEX = re.compile(r"^(\d+|\d*-\d*)(,(\d+|\d*-\d*))*$")
 
 
@@ -149,11 +148,6 @@ class _Reader:
         return karg
 
 
-def _check_url(karg: Karg) -> None:
-    if not _URL.match(karg.value):
-        raise KargError(f'invalid kernel argument "{karg}": not a URL (expected scheme://...)')
-
-
 def install_device(cmdline: Cmdline, profiles: Sequence[Profile] = ALL) -> str | None:
     """Non-empty install_dev value (raw, before the /dev/ fix-up), if any."""
     karg = _Reader(cmdline, profiles).get("install_dev")
@@ -202,7 +196,6 @@ def parse_kargs(cmdline: Cmdline, profiles: Sequence[Profile] = ALL) -> KargConf
 
     ign = r.get("ignition_url")
     if ign is not None and ign.value and ign.value != "skip":
-        _check_url(ign)
         put("ignition-url", ign.value, ign)
         # HTTP without a hash has always been allowed from the command line.
         put("insecure-ignition", True, ign)
@@ -223,8 +216,6 @@ def parse_kargs(cmdline: Cmdline, profiles: Sequence[Profile] = ALL) -> KargConf
         karg = r.get(suffix)
         if karg is None or not karg.value:
             continue
-        if suffix == "image_url":
-            _check_url(karg)
         if suffix == "save_partindex" and not _PARTINDEX.match(karg.value):
             raise KargError(
                 f'invalid kernel argument "{karg}": expected comma-separated '

@@ -21,8 +21,7 @@ CACHE = Path(os.environ.get("NESTOS_E2E_CACHE", "/var/tmp/nestos-e2e-cache"))
 KERNEL_META = "linux-image-amd64"
 DRIVERS = "virtio_pci virtio_blk ext4 crc32c_generic"
 DRACUT_MODULES = (
-    "base systemd systemd-initrd systemd-modules-load dracut-systemd udev-rules "
-    "nestos-installer"
+    "base systemd systemd-initrd systemd-modules-load dracut-systemd udev-rules nestos-installer"
 )
 
 
@@ -109,10 +108,23 @@ def initramfs(k: Kernel) -> Path:
         part = Path(tmp) / "initramfs.img"
         proc = _run(
             [
-                "dracut", "--force", "--verbose", "--no-hostonly", "--no-early-microcode",
-                "--no-compress", "--kver", k.version,
-                "--kmoddir", str(k.moddir / k.version), "-m", DRACUT_MODULES,
-                "--add-drivers", DRIVERS, "--tmpdir", tmp, str(part),
+                "dracut",
+                "--force",
+                "--verbose",
+                "--no-hostonly",
+                "--no-early-microcode",
+                "--no-compress",
+                "--kver",
+                k.version,
+                "--kmoddir",
+                str(k.moddir / k.version),
+                "-m",
+                DRACUT_MODULES,
+                "--add-drivers",
+                DRIVERS,
+                "--tmpdir",
+                tmp,
+                str(part),
             ],
             env=env,
         )
@@ -128,7 +140,10 @@ def cpio_of(root: Path, out: Path) -> Path:
     with out.open("wb") as f:
         subprocess.run(
             ["cpio", "-o", "-H", "newc", "--quiet", "-R", "0:0"],
-            input=data, stdout=f, cwd=root, check=True,
+            input=data,
+            stdout=f,
+            cwd=root,
+            check=True,
         )
     return out
 
@@ -158,16 +173,36 @@ def boot(
                 shutil.copyfileobj(f, out, 1 << 20)
     log_path = workdir / "console.log"
     argv = [
-        "timeout", "--kill-after=5", str(int(timeout)),
-        "qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", "2048",
-        "-nic", "none", "-no-reboot", "-nographic", "-monitor", "none",
-        "-serial", f"file:{log_path}",
-        "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
-        "-append", f"console=ttyS0 panic=-1 {cmdline}",
-        "-drive", f"file={disk},format=raw,if=virtio",
+        "timeout",
+        "--kill-after=5",
+        str(int(timeout)),
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{log_path}",
+        "-kernel",
+        str(k.vmlinuz),
+        "-initrd",
+        str(initrd),
+        "-append",
+        f"console=ttyS0 panic=-1 {cmdline}",
+        "-drive",
+        f"file={disk},format=raw,if=virtio",
     ]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     timed_out = False
     try:
         if stop_on is None:
