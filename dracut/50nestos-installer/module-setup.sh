@@ -49,10 +49,18 @@ install() {
             cp -a "$from" "${initdir}${to}" || return 1
         fi
     done < <("$py" "$moddir/python-files.py") || return 1
+    # dracut-install only follows the libraries of *executable* files, and Python
+    # extensions are mode 644: take their (transitive) libraries from ldd.
+    local -a deps=()
     while ((${#libs[@]})); do
-        inst_simple "${libs[0]}" "${libs[1]}" || return 1
+        inst_library "${libs[0]}" "${libs[1]}" || return 1
+        mapfile -t -O "${#deps[@]}" deps < <(ldd "${libs[0]}" 2>/dev/null \
+            | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p')
         libs=("${libs[@]:2}")
     done
+    if ((${#deps[@]})); then
+        inst_multiple $(printf "%s\n" "${deps[@]}" | sort -u) || return 1
+    fi
     "$base" -m compileall -q -j 0 --invalidation-mode unchecked-hash -s "$initdir" \
         "${initdir}${private}" >/dev/null || :
 
