@@ -57,6 +57,13 @@ def test_sniff() -> None:
     assert sniff(b"\x28\xb5\x2f\xfd") == "raw"  # needs more than the magic
     assert sniff(b"") == "raw"
     assert sniff(b"hello") == "raw"
+    for blob, fmt in (
+        (iomedia.gz(b"x"), "gzip"),
+        (iomedia.xz_single(b"x"), "xz"),
+        (iomedia.zst(b"x"), "zstd"),
+        (b"x", "raw"),
+    ):
+        assert open_decompressed(io.BytesIO(blob)).format == fmt
 
 
 def test_round_trip(encoded: tuple[str, bytes]) -> None:
