@@ -180,7 +180,7 @@ def test_package_key_dir_is_trusted(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import nestos_inst.verify as verify
+    from nestos_inst import verify
 
     keys = tmp_path / "keys"
     keys.mkdir()
