@@ -1,12 +1,177 @@
-"""CLI registration for the install commands (filled in by its issue)."""
+"""`install`: argparse generated from the options table (nestos_inst/options.py).
+
+Only options actually given end up in the namespace (defaults are SUPPRESSed), so the
+command line becomes one merge layer on top of the config files, exactly like any
+other layer (compat-spec §7.9).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NestosError
+from ..options import OPTIONS, Option
 
 if TYPE_CHECKING:
     from . import Registry
 
+DESCRIPTION = """\
+Install NestOS to a disk (or to a disk image file).
+
+The image comes from a stream (default), --image-url, --image-file or,
+on the live system, the offline osmet data. Its signature is verified
+while it is written; the first MiB (the partition table) is written
+last, after verification. On failure the partition table is wiped
+(saved partitions are kept) unless --preserve-on-error.
+"""
+
+
+def _value_checker(func: Callable[[str], Any]) -> Callable[[str], str]:
+    """argparse type: validate (usage error, exit 2) but keep the string for merging."""
+
+    def check(text: str) -> str:
+        try:
+            func(text)
+        except (NestosError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(_flat(exc)) from None
+        return text
+
+    return check
+
+
+def _flat(exc: BaseException) -> str:
+    parts: list[str] = []
+    cur: BaseException | None = exc
+    while cur is not None:
+        parts.append(str(cur))
+        cur = cur.__cause__
+    return ": ".join(p for p in parts if p)
+
+
+def _types() -> dict[str, Callable[[str], str]]:
+    from ..install.config import check_url, parse_fetch_retries
+    from ..install.console import parse_console
+    from ..install.ignition import IgnitionHash
+
+    url = _value_checker(check_url)
+    return {
+        "console": _value_checker(parse_console),
+        "ignition_hash": _value_checker(IgnitionHash.parse),
+        "fetch_retries": _value_checker(parse_fetch_retries),
+        "image_url": url,
+        "ignition_url": url,
+        "stream_base_url": url,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every install option from the table, plus -c/--config-file."""
+    types = _types()
+    parser.add_argument(
+        "-c",
+        "--config-file",
+        action="append",
+        metavar="PATH",
+        default=[],
+        help="YAML config file with install options (repeatable)",
+    )
+    advanced = parser.add_argument_group("Advanced Options")
+    sources = parser.add_mutually_exclusive_group()
+    ignition = parser.add_mutually_exclusive_group()
+    for opt in OPTIONS:
+        if not opt.cli:
+            continue
+        if opt.kind == "positional":
+            parser.add_argument(
+                opt.field, nargs="?", metavar=opt.metavar, help=opt.help, default=argparse.SUPPRESS
+            )
+            continue
+        target: Any = parser
+        if opt.field in ("stream", "image_url", "image_file"):
+            target = sources
+        elif opt.field in ("ignition_file", "ignition_url"):
+            target = ignition
+        elif opt.advanced:
+            target = advanced
+        _add(target, opt, types.get(opt.field))
+
+
+def _add(target: Any, opt: Option, type_: Callable[[str], str] | None) -> None:
+    names = [n for n in (opt.short, opt.flag) if n] + list(opt.aliases)
+    kwargs: dict[str, Any] = {
+        "dest": opt.field,
+        "default": argparse.SUPPRESS,
+        "help": argparse.SUPPRESS if opt.hidden else opt.help,
+    }
+    if opt.kind == "flag":
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["metavar"] = opt.metavar
+        kwargs["action"] = "append" if opt.kind == "list" else "store"
+        if type_ is not None:
+            kwargs["type"] = type_
+    target.add_argument(*names, **kwargs)
+
+
+def cli_layer(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, by field name."""
+    from ..options import BY_FIELD
+
+    out: dict[str, Any] = {}
+    for name, value in vars(args).items():
+        if name in BY_FIELD:
+            out[name] = value
+    return out
+
+
+def handle(args: argparse.Namespace) -> int:
+    from ..install.config import load_config_file, merge_layers
+    from ..install.main import install
+    from ..profile import NESTOS
+
+    files: list[str] = list(args.config_file)
+    layers: list[dict[str, Any]] = [load_config_file(f) for f in files]
+    origins = [f"config file {f}" for f in files]
+    layers.append(cli_layer(args))
+    origins.append("command line")
+    cfg = merge_layers(layers, origins)
+    if files:
+        sys.stdout.write("Running with arguments: " + " ".join(cfg.to_args()) + "\n")
+        sys.stdout.flush()
+    install(cfg, profile=NESTOS)
+    return 0
+
 
 def register(reg: Registry) -> None:
-    """Register this module's working commands."""
+    parser = reg.command(
+        "install",
+        "Install NestOS to a disk",
+        _checked_handler,
+        description=DESCRIPTION,
+    )
+    add_arguments(parser)
+    parser.set_defaults(_parser=parser)
+    reg.command(
+        "pack example-config",
+        "Print an example install config file",
+        _example_config,
+        hidden=True,
+    )
+
+
+def _example_config(args: argparse.Namespace) -> int:
+    from ..options import example_config
+
+    sys.stdout.write(example_config())
+    return 0
+
+
+def _checked_handler(args: argparse.Namespace) -> int:
+    """DEST_DEVICE is required unless a config file may supply it (clap rule)."""
+    if not args.config_file and getattr(args, "dest_device", None) is None:
+        parser: argparse.ArgumentParser = args._parser
+        parser.error("the following arguments are required: DEST_DEVICE")
+    return handle(args)

@@ -1,12 +1,251 @@
-"""CLI registration for the pxe commands (filled in by its issue)."""
+"""`pxe ignition/network wrap/unwrap` and the hidden `dev show/extract initrd` (§3).
+
+Wrapped outputs are small xz initrds meant to be listed after the live initramfs;
+the unwrap/show commands read any concatenation of raw or compressed archives.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import NestosError, context
+from ..formats.glob import compile_globs
+from ..formats.initrd import network_members, network_patterns, read_initrd_stream, write_initrd
+from ..profile import DEFAULT
+from .common import binary_stdout, restore_sigpipe
 
 if TYPE_CHECKING:
     from . import Registry
 
+IGNITION_MEMBER = "config.ign"
+
+
+@contextmanager
+def open_input(path: str | None) -> Iterator[BinaryIO]:
+    """The named file, or stdin for None and `-`."""
+    if path is None or path == "-":
+        yield sys.stdin.buffer
+        return
+    with context(f"opening {path}"):
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the with-context
+    with f:
+        yield f
+
+
+def read_members(path: str | None, patterns: Sequence[str] | None) -> dict[str, bytes]:
+    """Decode an initrd file (stdin for None/`-`) keeping members matching `patterns`."""
+    if patterns is not None:
+        compile_globs(patterns)  # reject bad globs before touching the input
+    with open_input(path) as f, context(f"reading initrd {_display(path)}"):
+        return read_initrd_stream(f, patterns)
+
+
+def _display(path: str | None) -> str:
+    return "from stdin" if path is None or path == "-" else path
+
+
+def write_output(data: bytes, output: str | None) -> None:
+    """Write to stdout (never a TTY) or create/truncate `output`, like upstream's wrap."""
+    if output is None:
+        out = binary_stdout()
+        out.write(data)
+        out.flush()
+        return
+    with context(f"opening {output}"):
+        f = open(output, "wb")  # noqa: SIM115 - closed right below
+    with f, context(f"writing {output}"):
+        f.write(data)
+
+
+def create_new(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write a new file; an existing one (or a symlink in its place) is an error."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    with context(f"opening {path}"):
+        fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "wb") as f, context(f"writing {path}"):
+        f.write(data)
+
+
+def _refuse_existing(paths: Sequence[str]) -> None:
+    """Fail before writing anything if a target exists (create-new would fail later)."""
+    for path in paths:
+        if os.path.lexists(path):
+            with context(f"opening {path}"):
+                raise FileExistsError(17, os.strerror(17), path)
+
+
+def show_keyfiles(members: Mapping[str, bytes], out: BinaryIO) -> None:
+    """`########## name ##########` headers, a blank line between files (§3.5)."""
+    for i, (path, data) in enumerate(sorted(members.items())):
+        if i:
+            out.write(b"\n")
+        out.write(f"########## {os.path.basename(path)} ##########\n".encode())
+        out.write(data)
+    out.flush()
+
+
+def extract_keyfiles(members: Mapping[str, bytes], directory: str) -> list[str]:
+    """Write each keyfile as DIR/<basename> (create-new, 0600: they may hold secrets)."""
+    targets = {path: os.path.join(directory, os.path.basename(path)) for path in members}
+    _refuse_existing(list(targets.values()))
+    with context(f"creating directory {directory}"):
+        os.makedirs(directory, exist_ok=True)
+    written = []
+    for path in sorted(members):
+        create_new(targets[path], members[path], 0o600)
+        written.append(targets[path])
+    return written
+
+
+def _ignition_wrap(args: argparse.Namespace) -> int:
+    if args.output is None:
+        binary_stdout()  # refuse a terminal before waiting on stdin
+    if args.ignition_file is None:
+        with context("reading stdin"):
+            config = sys.stdin.buffer.read()
+    else:
+        with open_input(args.ignition_file) as f, context(f"reading {args.ignition_file}"):
+            config = f.read()
+    write_output(write_initrd({IGNITION_MEMBER: config}), args.output)
+    return 0
+
+
+def _ignition_unwrap(args: argparse.Namespace) -> int:
+    restore_sigpipe()
+    members = read_members(args.initrd, [IGNITION_MEMBER])
+    if IGNITION_MEMBER not in members:
+        raise NestosError("couldn't find Ignition config in archive")
+    out = sys.stdout.buffer
+    out.write(members[IGNITION_MEMBER])
+    out.flush()
+    return 0
+
+
+def _network_wrap(args: argparse.Namespace) -> int:
+    if args.output is None:
+        binary_stdout()
+    members: dict[str, bytes] = {}
+    for path in args.keyfile:
+        name = Path(path).name
+        if name in ("", ".", ".."):
+            raise NestosError(f"path {path} has no filename")
+        member = f"{DEFAULT.initrd_network_dir}/{name}"
+        if member in members:
+            raise NestosError(f"multiple input files named '{name}'")
+        with open_input(path) as f, context(f"reading {path}"):
+            members[member] = f.read()
+    write_output(write_initrd(members), args.output)
+    return 0
+
+
+def _network_unwrap(args: argparse.Namespace) -> int:
+    if args.directory is None:
+        restore_sigpipe()
+    _profile, members = network_members(read_members(args.initrd, network_patterns()))
+    if not members:
+        raise NestosError("No embedded network settings.")
+    if args.directory is None:
+        show_keyfiles(members, sys.stdout.buffer)
+        return 0
+    for path in extract_keyfiles(members, args.directory):
+        _print_path(path)
+    return 0
+
+
+def _dev_show(args: argparse.Namespace) -> int:
+    restore_sigpipe()
+    members = read_members(args.initrd, args.globs or ["*"])
+    out = sys.stdout.buffer
+    out.write(b"".join(os.fsencode(name) + b"\n" for name in members))
+    out.flush()
+    return 0
+
+
+def _print_path(path: str) -> None:
+    """Paths as raw bytes: independent of the locale's encoding, like upstream."""
+    out = sys.stdout.buffer
+    out.write(os.fsencode(path) + b"\n")
+    out.flush()
+
+
+def check_traversal(path: str) -> None:
+    """Refuse absolute paths and `..` components, which would escape the target dir."""
+    if path.startswith("/") or ".." in path.split("/"):
+        raise NestosError(f"path {path} contains path traversal")
+
+
+def _dev_extract(args: argparse.Namespace) -> int:
+    members = read_members(args.initrd, args.globs or ["*"])
+    for path in members:
+        check_traversal(path)
+    targets = {path: os.path.join(args.directory, path) for path in members}
+    _refuse_existing(list(targets.values()))
+    for path, data in members.items():
+        target = targets[path]
+        parent = os.path.dirname(target)
+        if parent:
+            with context(f"creating directory {parent}"):
+                os.makedirs(parent, exist_ok=True)
+        create_new(target, data)
+        if args.verbose:
+            _print_path(target)
+    return 0
+
 
 def register(reg: Registry) -> None:
     """Register this module's working commands."""
+    p = reg.command(
+        "pxe ignition wrap", "Wrap an Ignition config in an initrd image", _ignition_wrap
+    )
+    p.add_argument(
+        "-i", "--ignition-file", metavar="path", help="Ignition config to wrap [default: stdin]"
+    )
+    p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
+
+    p = reg.command(
+        "pxe ignition unwrap",
+        "Show the wrapped Ignition config in an initrd image",
+        _ignition_unwrap,
+    )
+    p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
+
+    p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
+    p.add_argument(
+        "-k",
+        "--keyfile",
+        metavar="path",
+        action="append",
+        required=True,
+        help="NetworkManager keyfile to embed",
+    )
+    p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
+
+    p = reg.command(
+        "pxe network unwrap",
+        "Extract wrapped network settings from an initrd image",
+        _network_unwrap,
+    )
+    p.add_argument(
+        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
+    )
+    p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
+
+    p = reg.command("dev show initrd", "Show contents of an initrd image", _dev_show, hidden=True)
+    p.add_argument("initrd", help="initrd path, or - for stdin")
+    p.add_argument("globs", metavar="glob", nargs="*", help="Glob patterns of files to show")
+
+    p = reg.command(
+        "dev extract initrd", "Extract contents of an initrd image", _dev_extract, hidden=True
+    )
+    p.add_argument(
+        "-C", "--directory", metavar="path", default=".", help="Output directory [default: .]"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="Print extracted paths")
+    p.add_argument("initrd", help="initrd path, or - for stdin")
+    p.add_argument("globs", metavar="glob", nargs="*", help="Glob patterns of files to extract")

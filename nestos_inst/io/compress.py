@@ -180,7 +180,11 @@ class _Decoder(io.RawIOBase):
             return out
         if self._done or size == 0:
             return b""
-        return self._produce(size)
+        data = self._produce(size)
+        if len(data) > size:  # decoders may hand out bigger pieces: keep the rest
+            self._buf, self._off = data, size
+            return data[:size]
+        return data
 
     def readall(self) -> bytes:
         parts: list[bytes] = []
@@ -272,59 +276,82 @@ class _ZstdFrame:
 
     zstandard's stream reader bounds its output but cannot give back input it read
     past the end of a frame; walking the (cheap) block headers ourselves tells where
-    the frame ends, so nothing after it is ever consumed.
+    the frame ends, so nothing after it is ever consumed. Each read() returns a large
+    piece and walks every block header inside it (one small step per 128 KiB block).
     """
 
     def __init__(self, inp: _Input) -> None:
         self._in = inp
-        self._remaining = 0  # bytes of the current section still to pass on
-        self._state = "header"
+        self._skip = 0  # bytes of block content (or checksum) before the next header
+        self._state = "header"  # header -> block ... -> end
         self._checksum = False
         self.done = False
 
-    def _need(self, n: int) -> bytes:
-        data = self._in.read_exact(n)
-        if len(data) < n:
-            raise FormatError("unexpected end of zstd stream (truncated input)")
-        return data
+    def _truncated(self) -> FormatError:
+        return FormatError("unexpected end of zstd stream (truncated input)")
+
+    def _structure(self, buf: bytes, pos: int) -> int:
+        """Length of the header structure at buf[pos:] (needs 5 bytes for a frame header)."""
+        if self._state == "header":
+            fhd = buf[pos + 4]
+            single = bool(fhd & 0x20)
+            size = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+            return 5 + size + (1 if single else 0, 2, 4, 8)[fhd >> 6]
+        return 3
+
+    def _parse(self, buf: bytes, pos: int) -> None:
+        if self._state == "header":
+            fhd = buf[pos + 4]
+            if fhd & 0x08:
+                raise FormatError("invalid zstd frame header (reserved bit set)")
+            self._checksum = bool(fhd & 0x04)
+            self._state = "block"
+            return
+        v = int.from_bytes(buf[pos : pos + 3], "little")
+        btype = (v >> 1) & 3
+        if btype == 3:
+            raise FormatError("invalid zstd block type")
+        self._skip = 1 if btype == 1 else v >> 3
+        if v & 1:
+            self._state = "end"
+            self._skip += 4 if self._checksum else 0
 
     def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = IN_CHUNK
-        while True:
-            if self._remaining:
-                data = self._in.read(min(n, self._remaining))
-                if not data:
-                    raise FormatError("unexpected end of zstd stream (truncated input)")
-                self._remaining -= len(data)
-                return data
-            if self._state == "header":
-                head = self._need(5)
-                fhd = head[4]
-                if fhd & 0x08:
-                    raise FormatError("invalid zstd frame header (reserved bit set)")
-                single = bool(fhd & 0x20)
-                fcs_flag = fhd >> 6
-                size = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
-                size += (1 if single else 0, 2, 4, 8)[fcs_flag]
-                self._checksum = bool(fhd & 0x04)
-                self._state = "block"
-                return head + self._need(size)
-            if self._state == "block":
-                hdr = self._need(3)
-                v = int.from_bytes(hdr, "little")
-                btype = (v >> 1) & 3
-                if btype == 3:
-                    raise FormatError("invalid zstd block type")
-                self._remaining = 1 if btype == 1 else v >> 3
-                if v & 1:
-                    self._state = "checksum" if self._checksum else "end"
-                return hdr
-            if self._state == "checksum":
-                self._state = "end"
-                return self._need(4)
-            self.done = True
+        if self.done:
             return b""
+        buf = self._in.read(max(n, 1 << 16) if n > 0 else IN_CHUNK)
+        if not buf:
+            raise self._truncated()
+        pos = 0
+        while True:
+            if self._skip:
+                take = min(self._skip, len(buf) - pos)
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    return buf  # the whole piece is block content
+            if self._state == "end":
+                self.done = True
+                break
+            need = 5 if self._state == "header" else 3
+            if pos + need > len(buf) or pos + self._structure(buf, pos) > len(buf):
+                if pos:  # hand out what we have, parse the structure next time
+                    self._in.unread(buf[pos:])
+                    return buf[:pos]
+                more = self._in.read_exact(need - len(buf))
+                buf += more
+                if len(buf) < need:
+                    raise self._truncated()
+                size = self._structure(buf, 0)
+                if len(buf) < size:
+                    buf += self._in.read_exact(size - len(buf))
+                    if len(buf) < size:
+                        raise self._truncated()
+            size = self._structure(buf, pos)
+            self._parse(buf, pos)
+            pos += size
+        self._in.unread(buf[pos:])
+        return buf[:pos]
 
 
 class _ZstdDecoder(_Decoder):

@@ -169,3 +169,42 @@ def test_read_exact() -> None:
 
     assert read_exact(Trickle(), 4) == b"abcd"  # type: ignore[arg-type]
     assert read_exact(io.BytesIO(b"ab"), 4) == b"ab"
+
+
+@pytest.mark.root
+def test_copy_to_loop_device_with_limit(tmp_path: Path) -> None:
+    """The real target kind: a loop device; the protected region stays intact."""
+    from tests.helpers.loop import loop_device
+
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\xbb" * (8 << 20))
+    data = iomedia.payload(5 << 20, seed=5)
+    blob = iomedia.xz_multiblock(data, block_size=1 << 20)
+    src_path = tmp_path / "image.xz"
+    src_path.write_bytes(blob)
+    with loop_device(img, partitions=False) as dev:
+        fd = os.open(dev, os.O_WRONLY)
+        try:
+            with open(src_path, "rb") as src, pytest.raises(NestosError) as info:
+                copy_to_fd(
+                    open_decompressed(src),
+                    fd,
+                    offset=0,
+                    limit=4 << 20,
+                    limit_message=MSG,
+                    chunk=1 << 16,
+                )
+            os.fsync(fd)
+            assert str(info.value) == MSG
+            with open(src_path, "rb") as src:
+                n = copy_to_fd(
+                    open_decompressed(src), fd, offset=1 << 20, limit=6 << 20, limit_message=MSG
+                )
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert n == len(data)
+    disk = img.read_bytes()
+    assert disk[1 << 20 : 6 << 20] == data
+    assert disk[6 << 20 :] == b"\xbb" * (2 << 20)
+    assert src_path.read_bytes() == blob  # the input is never modified

@@ -1,0 +1,491 @@
+"""The install flow of compat-spec §7: validate, check, write, customise, or wipe.
+
+Everything that can be checked is checked before the first byte is written
+(`prepare`): arguments, the Ignition config and its digest, partition filters, the
+target, the image source and its signature. Only then does `execute` touch the disk,
+and any failure from there on replaces the partition table by an empty one (keeping
+saved partitions) unless --preserve-on-error.
+
+Beyond upstream, the target may be a regular file (a VM disk image): it is written
+like a disk, and /boot is edited through a loop device attached for that step only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..errors import FormatError, NestosError, context, format_chain
+from ..options import default_architecture
+from ..profile import ALL, NESTOS, Profile
+from ..progress import Progress
+from ..run import run
+from .config import InstallConfig, check_conflicts
+from .ignition import check_ignition_url, check_json, read_ignition_file
+from .postinstall import BootEdits, apply
+from .writer import MiB, write_image
+
+if TYPE_CHECKING:
+    from ..disk.saved import Filter, SavedPartitions
+    from ..install.source import ImageSource
+
+DEFAULT_OSTREE_REPO = "/sysroot/ostree/repo"
+BOOT_LABEL = "boot"
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class Target:
+    """The destination: a block device or a regular file (disk image)."""
+
+    path: str
+    canonical: str
+    is_file: bool
+    sector_size: int | None  # None: an empty/unpartitioned file, taken from the image
+    size: int
+
+    @property
+    def kind(self) -> str:
+        return "disk image file" if self.is_file else "block device"
+
+
+@dataclass
+class Plan:
+    """What `execute` will do; also what --dry-run prints."""
+
+    cfg: InstallConfig
+    profile: Profile
+    target: Target
+    source: ImageSource
+    needs_signature: bool
+    edits: BootEdits
+    filters: list[Filter]
+
+
+# ---- preparation: no writes --------------------------------------------------------
+
+
+def _fetch_retries(cfg: InstallConfig) -> int | None:
+    return None if cfg.fetch_retries == "infinite" else cfg.fetch_retries
+
+
+def _ignition(cfg: InstallConfig) -> bytes | None:
+    if cfg.ignition_file is not None:
+        return read_ignition_file(Path(cfg.ignition_file))
+    if cfg.ignition_url is None:
+        return None
+    url = cfg.ignition_url
+    check_ignition_url(url, has_hash=cfg.ignition_hash is not None, insecure=cfg.insecure_ignition)
+    from ..net.http import fetch_bytes
+
+    try:
+        resp, data = fetch_bytes(url, retries=_fetch_retries(cfg))
+        with contextlib.closing(resp):
+            if resp.status != 200:
+                raise NestosError(f"fetching '{url}'") from NestosError(
+                    f"{resp.status} {resp.reason}".strip()
+                )
+    except NestosError as exc:
+        raise NestosError(f"downloading source Ignition config {url}") from exc
+    check_json(data)
+    return data
+
+
+def inspect_target(path: str) -> Target:
+    """Block device or regular file; its sector size and size (read-only probing)."""
+    from ..disk import blockdev
+    from ..disk.gpt import sniff_sector_size
+
+    canonical = os.path.realpath(path)
+    try:
+        st = os.stat(canonical)
+    except OSError as exc:
+        raise NestosError(f"opening {path}") from exc
+    if stat.S_ISBLK(st.st_mode):
+        try:
+            fd = os.open(canonical, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NestosError(f"opening {path}") from exc
+        try:
+            try:
+                ss = blockdev.sector_size(fd)
+            except (OSError, NestosError) as exc:
+                raise NestosError(f"getting sector size of {path}") from exc
+            size = blockdev.device_size(fd)
+        finally:
+            os.close(fd)
+        return Target(path, canonical, False, ss, size)
+    if stat.S_ISREG(st.st_mode):
+        try:
+            with open(canonical, "rb") as f:
+                head = f.read(MiB)
+        except OSError as exc:
+            raise NestosError(f"opening {path}") from exc
+        return Target(path, canonical, True, sniff_sector_size(head), st.st_size)
+    raise NestosError(f'"{path}" is not a block device')
+
+
+def _stream_format(target: Target) -> str:
+    ss = target.sector_size or 512
+    if ss == 4096:
+        return "4k.raw.xz"
+    if ss != 512:
+        _say(f"Found non-standard sector size {ss} for {target.path}, assuming 512b-compatible")
+    return "raw.xz"
+
+
+def _find_osmet(cfg: InstallConfig, target: Target) -> Any:
+    from ..osmet.source import find_osmet
+
+    dirs = [Path(d) for d in cfg.osmet_dir] or [Path(p.osmet_dir) for p in ALL]
+    repo = Path(cfg.ostree_repo or DEFAULT_OSTREE_REPO)
+    return find_osmet(cfg.effective_architecture, target.sector_size or 512, dirs, repo)
+
+
+def resolve_source(cfg: InstallConfig, target: Target, profile: Profile) -> tuple[Any, bool]:
+    """The image source (§7.2) and whether a signature is expected."""
+    from . import source as sources
+
+    retries = _fetch_retries(cfg)
+    if cfg.image_file is not None:
+        return sources.FileSource(cfg.image_file), True
+    if cfg.image_url is not None:
+        return sources.UrlSource(cfg.image_url, retries), True
+    if cfg.offline:
+        osmet = _find_osmet(cfg, target)
+        if osmet is None:
+            raise NestosError("cannot perform offline install; metadata missing")
+        return osmet, False
+    if cfg.stream is None:
+        osmet = _find_osmet(cfg, target)
+        if osmet is not None:
+            return osmet, False
+    found = sources.stream_sources(
+        cfg.stream or profile.default_stream,
+        cfg.effective_architecture,
+        "metal",
+        _stream_format(target),
+        cfg.stream_base_url,
+        retries,
+        profile=profile,
+    )
+    if not found:
+        raise NestosError("no artifacts found")
+    if len(found) > 1:
+        raise NestosError("found multiple artifacts")
+    return found[0], True
+
+
+def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
+    """§7.1 validation, in upstream's order; writes nothing."""
+    from ..disk.saved import parse_partition_filters
+
+    check_conflicts(cfg, "validating arguments")
+    if not cfg.dest_device:
+        raise NestosError("destination device must be specified")
+    if cfg.secure_ipl and default_architecture() != "s390x":
+        raise NestosError("Secure IPL is not supported")
+    ignition = _ignition(cfg)
+    network_dir: str | None = None
+    if cfg.copy_network:
+        network_dir = cfg.network_dir
+        if not os.path.isdir(network_dir):
+            raise NestosError(f"reading directory {network_dir}") from FileNotFoundError(
+                2, "No such file or directory"
+            )
+    edits = BootEdits.build(
+        ignition=ignition,
+        ignition_hash=cfg.ignition_hash,
+        platform=cfg.platform,
+        consoles=cfg.console,
+        firstboot_args=cfg.firstboot_args,
+        append_karg=cfg.append_karg,
+        delete_karg=cfg.delete_karg,
+        network_dir=network_dir,
+    )
+    # Upstream checks the digest while editing /boot, after the disk was overwritten;
+    # a mismatch is known now, so refuse before touching anything.
+    edits.check_ignition_hash()
+    filters = parse_partition_filters(list(cfg.save_partlabel), list(cfg.save_partindex))
+    target = inspect_target(cfg.dest_device)
+    source, needs_sig = resolve_source(cfg, target, profile)
+    return Plan(cfg, profile, target, source, needs_sig, edits, filters)
+
+
+# ---- dry run -----------------------------------------------------------------------
+
+
+def describe_plan(plan: Plan) -> str:
+    """The --dry-run report (stdout)."""
+    from ..disk.saved import SavedPartitions
+
+    t = plan.target
+    lines = ["Dry run: nothing will be written."]
+    lines.append("Source: " + plan.source.description.replace("\n", "; "))
+    if plan.needs_signature:
+        sig = plan.source.signature()
+        if sig is not None:
+            lines.append("Signature: found; verified while writing, before the first MiB")
+        elif plan.cfg.insecure:
+            lines.append("Signature: not found; not verified (--insecure)")
+        else:
+            raise NestosError("--insecure not specified and signature not found")
+    else:
+        lines.append("Signature: not needed (image rebuilt from the live system)")
+    ss = f"{t.sector_size}-byte sectors" if t.sector_size else "sector size of the image"
+    lines.append(f"Destination: {t.path} ({t.kind}, {ss}, {t.size} bytes)")
+    keep = "none"
+    if plan.filters:
+        with _open_target(t, os.O_RDONLY) as fd:
+            saved = SavedPartitions.read(fd, t.sector_size or 512, t.size, plan.filters)
+        if saved.entries:
+            keep = ", ".join(f'{p.number} ("{p.name}")' for p in saved.entries)
+    lines.append(f"Partitions kept: {keep}")
+    edits = plan.edits.describe()
+    lines.append("/boot edits: " + ("none" if not edits else ""))
+    lines.extend(f"  - {e}" for e in edits)
+    return "\n".join(lines) + "\n"
+
+
+# ---- execution ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_target(target: Target, flags: int) -> Iterator[int]:
+    try:
+        fd = os.open(target.canonical, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NestosError(f"opening {target.path}") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def install(cfg: InstallConfig, *, profile: Profile = NESTOS) -> None:
+    """Install the image described by `cfg` (or print the plan with dry_run)."""
+    plan = prepare(cfg, profile)
+    if cfg.dry_run:
+        sys.stdout.write(describe_plan(plan))
+        sys.stdout.flush()
+        return
+    execute(plan)
+
+
+def execute(plan: Plan) -> None:
+    from ..disk import blockdev
+    from ..disk.saved import SavedPartitions
+    from . import source as sources
+
+    cfg, target = plan.cfg, plan.target
+    _say(plan.source.description)
+    progress = Progress(plan.source.artifact_type, plan.source.length)
+    reader: Any
+    if plan.needs_signature:
+        # Signature lookup and the source's first request happen before the disk is
+        # touched in any way (even the exclusivity probe re-reads its table).
+        reader = sources.open_verified(
+            plan.source,
+            insecure=cfg.insecure,
+            keyrings=[Path(k) for k in cfg.keyring],
+            progress=progress,
+        )
+    else:
+        reader = _Counting(plan.source.open(), progress)
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(reader.close)
+        if not target.is_file:
+            with context(f"checking for exclusive access to {target.path}"):
+                blockdev.check_exclusive(target.canonical)
+        fd = stack.enter_context(_open_target(target, os.O_RDWR))
+        ss_for_table = target.sector_size or 512
+        saved = SavedPartitions.read(fd, ss_for_table, target.size, plan.filters)
+        sector_size = ss_for_table
+        try:
+            result = write_image(
+                reader,
+                fd,
+                # An empty image file has no room for a placeholder table: zeros instead.
+                saved=saved if target.size else None,
+                expected_sector_size=target.sector_size,
+                finish=reader.finish,
+                size_limit=target.size or None,
+                size_limit_message=f"image is larger than {target.path} ({target.size} bytes)",
+            )
+            sector_size = target.sector_size or result.sector_size or 512
+            _customize(plan, fd, sector_size)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise NestosError("syncing data to disk") from exc
+        except (Exception, KeyboardInterrupt) as exc:
+            _fail(plan, fd, saved, exc, sector_size)
+            raise NestosError("install failed") from None
+    _check_duplicate_boot(target)
+    _say("Install complete.")
+
+
+class _Counting:
+    """Progress for sources that need no verification (osmet)."""
+
+    def __init__(self, raw: BinaryIO, progress: Progress) -> None:
+        self._raw = raw
+        self._progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._progress.add(len(data))
+        return data
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        self._progress.finish()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _customize(plan: Plan, fd: int, sector_size: int) -> None:
+    """Re-read the table, then edit /boot when anything was asked for."""
+    from ..disk import blockdev
+    from ..disk.gpt import GPT
+
+    target = plan.target
+    size = os.fstat(fd).st_size if target.is_file else target.size
+    try:
+        gpt: GPT | None = GPT.read(fd, sector_size, size)
+    except FormatError:
+        gpt = None  # not a GPT image: nothing for us to add nodes for
+    if not target.is_file:
+        blockdev.reread_partitions(target.canonical, gpt)
+    if not plan.edits.needed():
+        return
+    if target.is_file:
+        with blockdev.attached(target.canonical, sector_size) as dev:
+            _edit_boot(dev, plan)
+    else:
+        _edit_boot(target.canonical, plan)
+
+
+def _edit_boot(dev: str, plan: Plan) -> None:
+    from ..disk import blockdev
+    from ..disk.mount import mount_private
+
+    part = blockdev.find_partition_by_label(dev, BOOT_LABEL)
+    assert part.fstype is not None
+    with mount_private(part.path, part.fstype) as boot:
+        apply(boot, plan.edits, plan.profile)
+
+
+def _fail(
+    plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException, sector_size: int
+) -> None:
+    """§7.10: report, then wipe (or preserve) the partition table."""
+    from ..disk import blockdev
+    from ..disk.saved import wipe_partition_table
+
+    sys.stderr.write("\n" + format_chain(exc) + "\n\n")
+    sys.stderr.flush()
+    target = plan.target
+    if plan.cfg.preserve_on_error:
+        _say("Preserving partition table as requested")
+        if saved.entries:
+            path = saved.stash()
+            _say(f"Storing saved partition entries to {path}")
+        return
+    _say("Resetting partition table")
+    if target.is_file and target.size == 0:
+        # The file was empty: give it back empty.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        return
+    try:
+        size = os.fstat(fd).st_size if target.is_file else target.size
+        wipe_partition_table(fd, sector_size, size, saved)
+        os.fsync(fd)
+        if not target.is_file:
+            blockdev.reread_partitions(target.canonical)
+    except Exception as wipe_exc:
+        err = NestosError("resetting partition table")
+        err.__cause__ = wipe_exc
+        sys.stderr.write(format_chain(err) + "\n")
+
+
+# ---- §7.8 duplicate boot filesystems -----------------------------------------------
+
+_ADVICE = (
+    "The installed OS may not work correctly if there are multiple boot filesystems.\n"
+    "Before rebooting, investigate whether these filesystems are needed and consider\n"
+    "wiping them with `wipefs -a`."
+)
+
+
+def _on_target(dev: str, target: str) -> bool:
+    if dev == target:
+        return True
+    rest = dev[len(target) :] if dev.startswith(target) else None
+    return rest is not None and re.fullmatch(r"p?\d+", rest) is not None
+
+
+def _check_duplicate_boot(target: Target) -> None:
+    """Best effort: other filesystems labeled `boot` confuse the first boot.
+
+    Unlike upstream we do not re-read other disks' partition tables: on kernels without
+    a partition parser (containers, minimal VMs) that would drop their partition nodes.
+    """
+    try:
+        others = _boot_filesystems(target)
+    except Exception as exc:
+        _say(f"checking filesystems labeled 'boot': {exc}")
+        return
+    if not others:
+        return
+    lines = ["", "Note: detected other devices with a filesystem labeled `boot`:"]
+    lines += [f"  - {d}" for d in others]
+    lines += [_ADVICE, ""]
+    _say("\n".join(lines))
+
+
+def _boot_filesystems(target: Target) -> list[str]:
+    proc = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
+    devices = [d for d in proc.stdout.decode(errors="replace").split() if d.startswith("/dev/")]
+    if not devices:
+        return []
+    probe = run(["blkid", "-p", "-o", "export", *devices], check=False)
+    seen: set[str] = set()
+    out: list[str] = []
+    for block in probe.stdout.decode(errors="replace").split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("LABEL") != BOOT_LABEL or props.get("USAGE") == "raid":
+            continue
+        uuid = props.get("UUID", props.get("DEVNAME", ""))
+        if uuid in seen:
+            continue
+        seen.add(uuid)
+        dev = props.get("DEVNAME", "")
+        if not target.is_file and _on_target(dev, target.canonical):
+            continue
+        out.append(dev)
+    return out
+
+
+def run_install(
+    layers: Sequence[dict[str, Any]], origins: Sequence[str], profile: Profile = NESTOS
+) -> None:
+    """Convenience for callers holding raw layers (service mode)."""
+    from .config import merge_layers
+
+    install(merge_layers(layers, origins), profile=profile)

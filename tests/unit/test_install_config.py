@@ -1,0 +1,242 @@
+"""The options table, InstallConfig validation and the §7.9 merge semantics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nestos_inst.errors import NestosError, format_chain
+from nestos_inst.install.config import InstallConfig, load_config_file, merge_layers
+from nestos_inst.options import CONFIG_KEYS, OPTIONS, default_architecture, example_config
+
+E3B0 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+FULL: dict[str, Any] = {
+    "stream": "c",
+    "image-url": "http://example.com/d",
+    "image-file": "e",
+    "ignition-file": "f",
+    "ignition-url": "http://example.com/g",
+    "ignition-hash": f"sha256-{E3B0}",
+    "architecture": "h",
+    "platform": "i",
+    "console": ["ttyS0", "ttyS1,115200n8"],
+    "append-karg": ["k", "l"],
+    "delete-karg": ["m", "n"],
+    "copy-network": True,
+    "network-dir": "o",
+    "save-partlabel": ["p", "q"],
+    "save-partindex": ["r", "s"],
+    "offline": True,
+    "insecure": True,
+    "insecure-ignition": True,
+    "stream-base-url": "http://example.com/t",
+    "preserve-on-error": True,
+    "fetch-retries": 3,
+    "secure-ipl": True,
+    "dest-device": "u",
+}
+
+REFERENCE = (
+    "--stream c --image-url http://example.com/d --image-file e --ignition-file f "
+    "--ignition-url http://example.com/g --ignition-hash sha256-" + E3B0 + " "
+    "--architecture h --platform i --console ttyS0,9600n8 --console ttyS1,115200n8 "
+    "--append-karg k --append-karg l --delete-karg m --delete-karg n --copy-network "
+    "--network-dir o --save-partlabel p --save-partlabel q --save-partindex r "
+    "--save-partindex s --offline --insecure --insecure-ignition "
+    "--stream-base-url http://example.com/t --preserve-on-error --fetch-retries 3 "
+    "--secure-ipl u"
+)
+
+
+def test_config_keys_are_upstreams_in_struct_order() -> None:
+    upstream = [
+        "stream", "image-url", "image-file", "ignition-file", "ignition-url",
+        "ignition-hash", "architecture", "platform", "console", "append-karg",
+        "delete-karg", "copy-network", "network-dir", "save-partlabel", "save-partindex",
+        "offline", "insecure", "insecure-ignition", "stream-base-url", "preserve-on-error",
+        "fetch-retries", "secure-ipl",
+    ]  # fmt: skip
+    ours = [k for k in CONFIG_KEYS if k in upstream]
+    assert ours == upstream
+    assert "firstboot-args" not in CONFIG_KEYS
+    assert "config-file" not in CONFIG_KEYS
+    assert "dest-device" in CONFIG_KEYS
+
+
+def test_every_option_is_a_model_field() -> None:
+    fields = set(InstallConfig.model_fields)
+    assert {o.field for o in OPTIONS} == fields
+
+
+def test_full_serialization_matches_reference() -> None:
+    cfg = InstallConfig.model_validate(FULL)
+    assert " ".join(cfg.to_args()) == REFERENCE
+
+
+def test_default_serializes_to_nothing() -> None:
+    cfg = InstallConfig()
+    assert cfg.to_args() == []
+    assert cfg.to_yaml_dict() == {}
+    assert yaml.safe_dump(cfg.to_yaml_dict()).strip() == "{}"
+
+
+def test_frozen() -> None:
+    cfg = InstallConfig()
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.stream = "x"
+
+
+def test_lists_accumulate_scalars_last_wins() -> None:
+    cfg = merge_layers(
+        [
+            {"append-karg": ["c", "d"], "fetch-retries": 2},
+            {"append-karg": ["a", "b"], "fetch-retries": 1},
+            {"append_karg": ["e", "f"], "fetch_retries": 3},
+        ]
+    )
+    assert cfg.append_karg == ("c", "d", "a", "b", "e", "f")
+    assert cfg.fetch_retries == 3
+
+
+def test_cli_value_equal_to_default_does_not_override() -> None:
+    arch = default_architecture()
+    cfg = merge_layers(
+        [{"architecture": "s390x", "fetch-retries": 2}, {"architecture": arch, "fetch_retries": 0}]
+    )
+    assert cfg.architecture == "s390x"
+    assert cfg.fetch_retries == 2
+
+
+def test_flags_only_turn_on() -> None:
+    cfg = merge_layers([{"insecure": True}, {"insecure": False}])
+    assert cfg.insecure is True
+
+
+def test_two_destination_devices() -> None:
+    with pytest.raises(NestosError) as exc:
+        merge_layers([{"dest-device": "/dev/a"}, {"dest-device": "/dev/b"}], ["file a", "cli"])
+    text = format_chain(exc.value)
+    assert "reprocessing command-line arguments" in text
+    assert "DEST_DEVICE" in text
+
+
+def test_conflicts_across_layers() -> None:
+    with pytest.raises(NestosError) as exc:
+        merge_layers([{"image-url": "https://x/y"}, {"image-file": "/z"}])
+    assert "cannot be used with" in format_chain(exc.value)
+
+
+def test_consoles_normalized_urls_checked() -> None:
+    cfg = merge_layers([{"console": ["ttyS0", "tty0"]}, {"image-url": "https://example.com"}])
+    assert cfg.console == ("ttyS0,9600n8", "tty0")
+    assert cfg.image_url == "https://example.com/"
+    with pytest.raises(NestosError) as exc:
+        merge_layers([{"image-url": "not a url"}], ["config file x.yaml"])
+    assert "parsing config file x.yaml" in format_chain(exc.value)
+
+
+def test_yaml_scalars_accepted_as_strings(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("stream: 3\nappend-karg: [1, b]\nfetch-retries: infinite\n")
+    cfg = merge_layers([load_config_file(path)])
+    assert cfg.stream == "3"
+    assert cfg.append_karg == ("1", "b")
+    assert cfg.fetch_retries == "infinite"
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("foo: bar\n", "unknown field `foo`"),
+        ("firstboot-args: x\n", "unknown field `firstboot-args`"),
+        ("config-file: x\n", "unknown field `config-file`"),
+        ("image_url: https://x/\n", "unknown field `image_url`"),
+        ("console: ttyS0\n", "invalid value for `console`: expected a list of strings"),
+        ("console: [bogus]\n", "invalid or unsupported console argument"),
+        ("insecure: yes-please\n", "invalid value for `insecure`"),
+        ("ignition-hash: sha512-00\n", "wrong digest length (8)"),
+        ("fetch-retries: -1\n", "invalid value for `fetch-retries`"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("a: [\n", "while parsing"),
+    ],
+)
+def test_config_file_errors_name_file_and_key(tmp_path: Path, text: str, cause: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(NestosError) as exc:
+        load_config_file(path)
+    chain = format_chain(exc.value)
+    assert chain.startswith(f"Error: parsing config file {path}")
+    assert cause in chain
+
+
+def test_empty_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_config_file(path) == {}
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(NestosError) as exc:
+        load_config_file(tmp_path / "nope.yaml")
+    assert "No such file or directory (os error 2)" in format_chain(exc.value)
+
+
+def test_example_config_parses_and_covers_every_key(tmp_path: Path) -> None:
+    text = example_config()
+    assert load_config_file(_write(tmp_path / "as-is.yaml", text)) == {}
+    uncommented = "\n".join(
+        line[2:] for line in text.splitlines() if re.match(r"# [a-z-]+:|#   - ", line)
+    )
+    data = load_config_file(_write(tmp_path / "example.yaml", uncommented))
+    assert set(data) == set(CONFIG_KEYS)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+_values = st.one_of(
+    st.text(max_size=10),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.one_of(st.text(max_size=5), st.integers(), st.booleans()), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([*CONFIG_KEYS, "junk"]), _values, max_size=6))
+def test_fuzz_layers_only_raise_our_errors(layer: dict[str, Any]) -> None:
+    try:
+        cfg = merge_layers([layer])
+    except NestosError:
+        return
+    # Whatever validated must serialize and re-validate to the same config.
+    assert merge_layers([cfg.to_yaml_dict()]) == cfg
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_config_file_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
+    path.write_bytes(data)
+    try:
+        load_config_file(path)
+    except NestosError:
+        pass
+
+
+def test_docs_list_every_config_key() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config-file.md").read_text()
+    for key in CONFIG_KEYS:
+        assert f"| `{key}` |" in doc
