@@ -169,6 +169,19 @@ class GpgHome:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _large_io_buffer(data: Any) -> None:
+    """Let GPGME move data to gpg in 1 MiB steps instead of its default 4 KiB.
+
+    The default makes GPGME's copy loop the slowest stage of a download (about a
+    third of `gpg --verify` throughput); GPGME >= 1.15 accepts the flag, older
+    versions just keep their default.
+    """
+    from gpg import gpgme
+
+    with contextlib.suppress(Exception):
+        gpgme.gpgme_data_set_flag(data.wrapped, "io-buffer-size", str(PIPE_SIZE))
+
+
 class StreamVerifier:
     """Check a detached signature over bytes given piecewise with update().
 
@@ -238,8 +251,10 @@ class StreamVerifier:
         source = os.fdopen(self._rfd, "rb", buffering=0)
         try:
             ctx = self._home.ctx
+            signed = gpg.Data(file=source)
+            _large_io_buffer(signed)
             try:
-                ctx.op_verify(gpg.Data(self._signature), gpg.Data(file=source), None)
+                ctx.op_verify(gpg.Data(self._signature), signed, None)
             except gpg.errors.GPGMEError as exc:
                 # Malformed signature packets end here, possibly before all data was read.
                 self._result = VerifyResult(False, (), f"unusable signature: {exc}")
