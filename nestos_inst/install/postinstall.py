@@ -152,8 +152,23 @@ def _pget(platforms: Platforms, name: str, key: str) -> list[str]:
     return platforms.get(name, {}).get(key, [])
 
 
+def boot_profile(boot: Path, default: Profile) -> Profile:
+    """The brand of the installed image, from its platforms.json location.
+
+    A CoreOS-layout image expects `coreos-firstboot-network/`, a NestOS one
+    `nestos-firstboot-network/`, whatever installer wrote it.
+    """
+    if (boot / default.platforms_json).exists():
+        return default
+    for candidate in ALL:
+        if (boot / candidate.platforms_json).exists():
+            return candidate
+    return default
+
+
 def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
     """Apply `edits` to the boot filesystem mounted at `boot`, in upstream's order."""
+    profile = boot_profile(boot, profile)
     if edits.ignition is not None:
         _say("Writing Ignition config")
         edits.check_ignition_hash()
@@ -209,10 +224,11 @@ def write_ignition(boot: Path, data: bytes) -> None:
     """`ignition/config.ign`: directory 0700, file 0600, never over an existing one."""
     d = boot / "ignition"
     path = d / "config.ign"
+    _refuse_symlink(d)
     try:
         if not d.is_dir():
             d.mkdir(mode=0o700)
-        os.chmod(d, 0o700)
+        os.chmod(d, 0o700, follow_symlinks=False)
     except OSError as exc:
         raise NestosError(f"creating {d}") from exc
     try:
@@ -250,6 +266,7 @@ def copy_network(src: Path, dest: Path) -> None:
         names = sorted(os.listdir(src))
     except OSError as exc:
         raise NestosError(f"reading directory {src}") from exc
+    _refuse_symlink(dest)
     try:
         dest.mkdir(exist_ok=True)
     except OSError as exc:
@@ -270,6 +287,12 @@ def copy_network(src: Path, dest: Path) -> None:
                     shutil.copyfileobj(fin, fout)
         except OSError as exc:
             raise NestosError(f"copying {path} to {target}") from exc
+
+
+def _refuse_symlink(path: Path) -> None:
+    """Never follow a link planted on /boot out of the boot filesystem."""
+    if path.is_symlink():
+        raise NestosError(f"refusing to write through symbolic link {path}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -245,8 +245,9 @@ def test_coreos_profile_dirs_and_fallback(tmp_path: Path) -> None:
     src = tmp_path / "nm"
     src.mkdir()
     (src / "x").write_text("x")
-    apply(boot, edits(network_dir=str(src)), COREOS)
+    apply(boot, edits(network_dir=str(src)), NESTOS)  # the image's brand decides
     assert (boot / "coreos-firstboot-network" / "x").exists()
+    assert not (boot / "nestos-firstboot-network").exists()
 
 
 def test_platforms_json_absent_or_bad(tmp_path: Path) -> None:
@@ -284,3 +285,19 @@ def test_fuzz_grub_block(text: str, commands: list[str]) -> None:
         return
     body = "".join(c + "\n" for c in commands)
     assert "\n" + bls.GRUB_START + "\n" + body + bls.GRUB_END in out
+
+
+def test_symlinked_dirs_refused(tmp_path: Path) -> None:
+    boot = make_boot(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (boot / "ignition").symlink_to(outside)
+    with pytest.raises(NestosError, match="refusing to write through symbolic link"):
+        apply(boot, edits(ignition=b"{}"), NESTOS)
+    (boot / "nestos-firstboot-network").symlink_to(outside)
+    src = tmp_path / "nm"
+    src.mkdir()
+    (src / "x").write_text("x")
+    with pytest.raises(NestosError, match="refusing to write through symbolic link"):
+        apply(boot, edits(network_dir=str(src)), NESTOS)
+    assert list(outside.iterdir()) == []
