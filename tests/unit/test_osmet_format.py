@@ -150,9 +150,7 @@ def test_hostile_lengths_fail_fast(tmp_path: Path) -> None:
     path.write_bytes(header.encode() + encode_varint(2**60))
     with pytest.raises(FormatError, match="failed to deserialize osmet table") as exc:
         read_file(path)
-    assert "partitions length 1152921504606846976 exceeds the file size" in str(
-        exc.value.__cause__
-    )
+    assert "partitions length 1152921504606846976 exceeds the file size" in str(exc.value.__cause__)
     path.write_bytes(MAGIC + b"\x01" + encode_varint(2**60) + b"abc")
     with pytest.raises(FormatError) as exc:
         read_file_header(path)

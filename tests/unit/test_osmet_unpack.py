@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nestos_inst.errors import NestosError
+from nestos_inst.install.source import ImageSource
 from nestos_inst.osmet.fiemap import FIEMAP_EXTENT_MERGED, check_flags, fiemap_path
 from nestos_inst.osmet.format import (
     Extent,
@@ -23,7 +24,7 @@ from nestos_inst.osmet.format import (
     read_file,
 )
 from nestos_inst.osmet.pack import write_packed
-from nestos_inst.osmet.source import find_osmet
+from nestos_inst.osmet.source import OsmetSource, find_osmet
 from nestos_inst.osmet.unpack import open_image, unpack_to_device
 
 MIB = 1 << 20
@@ -254,3 +255,8 @@ def test_fiemap_fatal_flags() -> None:
     check_flags(0x1 | 0x2000, 0)  # LAST | SHARED are fine
     with pytest.raises(NestosError, match="MERGED"):
         check_flags(FIEMAP_EXTENT_MERGED, 4096)
+
+
+def as_image_source(src: OsmetSource) -> ImageSource:
+    """mypy checks that OsmetSource satisfies the install helper's protocol."""
+    return src
