@@ -68,9 +68,26 @@ e2e: venv e2e-deps
 bench: venv
 	$(VPY) -m bench
 
+# Package + service mode files in the standard places, as a distribution package would.
+UNITDIR := $(PREFIX)/lib/systemd/system
+GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
+LIBEXECDIR := $(PREFIX)/libexec
+DRACUTDIR := $(PREFIX)/lib/dracut/modules.d/50nestos-installer
 install:
-	$(PYTHON) -m pip install --no-deps --no-build-isolation --prefix=$(PREFIX) \
+	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q --no-deps \
+		--no-build-isolation --prefix=$(PREFIX) \
 		--root=$(if $(DESTDIR),$(DESTDIR),/) .
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(LIBEXECDIR) \
+		$(DESTDIR)$(DRACUTDIR) $(DESTDIR)$(PREFIX)/share/nestos-installer \
+		$(DESTDIR)$(PREFIX)/share/doc/nestos-installer
+	install -m 644 units/*.service units/*.target $(DESTDIR)$(UNITDIR)/
+	install -m 755 units/nestos-installer-generator $(DESTDIR)$(GENERATORDIR)/
+	install -m 755 units/scripts/* $(DESTDIR)$(LIBEXECDIR)/
+	install -m 755 dracut/50nestos-installer/module-setup.sh \
+		dracut/50nestos-installer/python-files.py $(DESTDIR)$(DRACUTDIR)/
+	install -m 644 docs/service-mode.md $(DESTDIR)$(PREFIX)/share/doc/nestos-installer/
+	if [ -f data/example-config.yaml ]; then install -m 644 data/example-config.yaml \
+		$(DESTDIR)$(PREFIX)/share/nestos-installer/example-config.yaml; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

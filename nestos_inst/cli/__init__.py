@@ -27,6 +27,7 @@ GROUP_HELP = {
     "dev": ("Development commands", True),
     "dev show": ("Print information about an artifact", True),
     "dev extract": ("Extract data from an artifact", True),
+    "service": ("Commands run by systemd in service mode", True),
 }
 
 

@@ -1,0 +1,165 @@
+"""Service mode end to end: a dracut initramfs boots in QEMU (TCG) and installs.
+
+The initramfs is Debian's kernel + our dracut module (installed from `make install
+DESTDIR=`), with an appended cpio holding an installer.d config, a small signed metal
+image, its key and an Ignition config. Boot 1 installs to the VM's disk and reboots
+(QEMU exits with -no-reboot); boot 2 gets a corrupted image, fails, reaches
+emergency.target (rd.emergency=poweroff ends the VM instead of a reboot loop) and leaves
+the partition table wiped. Run alone with `make e2e`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.vm import Kernel, boot, cpio_of, initramfs, kernel
+from tests.helpers.gpgkey import SigningKey
+from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
+
+MiB = 1 << 20
+IGNITION = '{"ignition": {"version": "3.3.0"}, "storage": {}}'
+CMDLINE = (
+    "nestos.inst.install_dev=/dev/vda nestos.inst.platform_id=qemu ip=dhcp "
+    "rd.shell=0 rd.emergency=poweroff systemd.show_status=1"
+)
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"missing {' '.join(missing)} (make e2e-deps)")
+
+
+@pytest.fixture(scope="module")
+def vm_kernel() -> Kernel:
+    _need("qemu-system-x86_64", "dracut", "apt-get", "dpkg-deb", "depmod", "cpio", "debugfs")
+    return kernel()
+
+
+@pytest.fixture(scope="module")
+def base_initrd(vm_kernel: Kernel) -> Path:
+    return initramfs(vm_kernel)
+
+
+@pytest.fixture(scope="module")
+def metal(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> MetalImage:
+    return MetalImageFactory(tmp_path_factory.mktemp("metal"), signing_key).get(Recipe(), "gzip")
+
+
+def payload(workdir: Path, metal: MetalImage, key: SigningKey, *, corrupt: bool) -> Path:
+    """The cpio appended to the initramfs: config, image, signature, key, Ignition."""
+    root = workdir / "payload"
+    data = root / "var/nestos-e2e"
+    data.mkdir(parents=True)
+    image = data / "metal.raw.gz"
+    shutil.copyfile(metal.path, image)
+    assert metal.sig is not None
+    shutil.copyfile(metal.sig, data / "metal.raw.gz.sig")
+    if corrupt:
+        raw = bytearray(image.read_bytes())
+        raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)
+        image.write_bytes(bytes(raw))
+    shutil.copyfile(key.public, data / "key.asc")
+    (data / "config.ign").write_text(IGNITION)
+    conf = root / "etc/nestos/installer.d"
+    conf.mkdir(parents=True)
+    (conf / "0000-e2e.yaml").write_text(
+        "image-file: /var/nestos-e2e/metal.raw.gz\n"
+        "ignition-file: /var/nestos-e2e/config.ign\n"
+        "keyring: [/var/nestos-e2e/key.asc]\n"
+        "append-karg: [nestos.e2e=1]\n"
+    )
+    mods = root / "etc/modules-load.d"
+    mods.mkdir(parents=True)
+    (mods / "nestos-e2e.conf").write_text("virtio_pci\nvirtio_blk\ncrc32c_generic\next4\n")
+    return cpio_of(root, workdir / "payload.cpio")
+
+
+def partitions(disk: Path) -> dict[str, object]:
+    proc = subprocess.run(["sfdisk", "-J", str(disk)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        return {}
+    table: dict[str, object] = json.loads(proc.stdout)["partitiontable"]
+    return table
+
+
+def boot_file(disk: Path, table: dict[str, object], path: str, workdir: Path) -> str:
+    """Read a file from the `boot` ext4 partition without mounting (debugfs)."""
+    parts = table["partitions"]
+    assert isinstance(parts, list)
+    boot_part = next(p for p in parts if p.get("name") == "boot")
+    sector = int(table.get("sectorsize", 512))  # type: ignore[call-overload]
+    fs = workdir / "boot.ext4"
+    with disk.open("rb") as src, fs.open("wb") as dst:
+        src.seek(int(boot_part["start"]) * sector)
+        dst.write(src.read(int(boot_part["size"]) * sector))
+    proc = subprocess.run(
+        ["debugfs", "-R", f"cat {path}", str(fs)], capture_output=True, check=True
+    )
+    return proc.stdout.decode()
+
+
+def test_service_installs_then_fails_safely(
+    tmp_path: Path,
+    vm_kernel: Kernel,
+    base_initrd: Path,
+    metal: MetalImage,
+    signing_key: SigningKey,
+) -> None:
+    disk = tmp_path / "disk.img"
+    with disk.open("wb") as f:
+        f.truncate(160 * MiB)
+
+    # ---- boot 1: install and reboot ------------------------------------------------
+    run1 = tmp_path / "run1"
+    run1.mkdir()
+    extra = payload(run1, metal, signing_key, corrupt=False)
+    b1 = boot(vm_kernel, [base_initrd, extra], disk, CMDLINE, workdir=run1, timeout=170)
+    log = b1.log
+    assert not b1.timed_out, log[-4000:]
+    assert "Install complete." in log, log[-4000:]
+    assert "Read disk" in log  # progress lines on the console
+    assert "nestos-installer install (from /etc/nestos/installer.d/0000-e2e.yaml" in log
+    assert "emergency" not in log.lower()
+    assert "reboot: Restarting system" in log
+
+    table = partitions(disk)
+    assert table["label"] == "gpt"
+    names = [p.get("name") for p in table["partitions"]]  # type: ignore[attr-defined]
+    assert names == [p.get("name") for p in metal.partitions]
+    assert boot_file(disk, table, "/ignition/config.ign", run1) == IGNITION
+    bls = boot_file(disk, table, "/loader/entries/ostree-1.conf", run1)
+    options = next(line for line in bls.splitlines() if line.startswith("options "))
+    assert "nestos.e2e=1" in options.split()
+    assert "ignition.platform.id=qemu" in options.split()
+    firstboot = boot_file(disk, table, "/ignition.firstboot", run1)
+    assert "rd.neednet=1 ip=dhcp " in firstboot
+
+    # ---- boot 2: corrupted image → emergency, table wiped, no reboot ------------------
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    extra = payload(run2, metal, signing_key, corrupt=True)
+    b2 = boot(vm_kernel, [base_initrd, extra], disk, CMDLINE, workdir=run2, timeout=170)
+    log = b2.log
+    assert not b2.timed_out, log[-4000:]
+    assert "Error: install failed" in log or "install failed" in log, log[-4000:]
+    assert "Resetting partition table" in log
+    assert (
+        "Reached target emergency.target" in log.replace("\x1b[0;1;39m", "").replace("\x1b[0m", "")
+        or "Emergency Mode" in log
+    )
+    assert "Install complete." not in log
+    assert "reboot: Restarting system" not in log
+    assert "reboot: Power down" in log
+    wiped = partitions(disk)
+    assert wiped.get("label") == "gpt"
+    assert wiped.get("partitions", []) == []
+    os.unlink(disk)
