@@ -115,6 +115,7 @@ def run_service(
     reporter = JournalReporter(device=device, image=_describe_image(cfg))
     sources = [str(f) for f in files] + (["kernel command line"] if kargs.layer else [])
     print(f"nestos-installer install (from {', '.join(sources)})", flush=True)
+    print("Running with arguments: " + " ".join(cfg.to_args()), flush=True)
     if device:
         wait_for_device(device, device_timeout)
     with reporter:

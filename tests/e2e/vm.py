@@ -179,6 +179,9 @@ def boot(
         "qemu-system-x86_64",
         "-accel",
         "tcg",
+        # `max` has RDRAND: the guest's RNG is ready at once instead of after a minute.
+        "-cpu",
+        "max",
         "-smp",
         "2",
         "-m",

@@ -199,6 +199,8 @@ def test_service_install_journal_fields(
     assert "Install complete." in err
     out = proc.stdout.decode()
     assert f"nestos-installer install (from {conf}/0000-test.yaml, kernel command line)" in out
+    assert f"Running with arguments: --image-file {image} " in out
+    assert "--platform qemu" in out and "--fetch-retries infinite" in out
     records = [decode(d) for d in drain(fake_journald)]
     stages = [r[P + "STAGE"] for r in records]
     assert stages[0] == "start" and stages[-1] == "complete"

@@ -26,6 +26,7 @@ UNITS = (
     "nestos-installer-post.target",
     "nestos-installer-reboot.service",
     "nestos-installer-noreboot.service",
+    "nestos-installer-secure-ipl-reboot.service",
     "nestos-installer-disable-device-auto-activation.service",
 )
 POST = "/usr/lib/systemd/system/nestos-installer-post.target"
@@ -67,7 +68,7 @@ def sysroot(tmp_path: Path, staged: Path) -> Iterator[Path]:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "bin").symlink_to("usr/bin")
     (root / "sbin").symlink_to("usr/sbin")
-    for exe in ("/usr/bin/systemctl", "/bin/echo", "/usr/sbin/sulogin"):
+    for exe in ("/usr/bin/systemctl", "/bin/echo", "/usr/sbin/sulogin", "/bin/sh"):
         found = shutil.which(Path(exe).name) or exe
         dest = root / exe.lstrip("/")
         if not dest.exists():
