@@ -71,8 +71,8 @@ def kernel() -> Kernel:
     return Kernel(vmlinuz, version, kdir / "lib" / "modules")
 
 
-def _tree_digest(*roots: Path) -> str:
-    h = hashlib.sha256()
+def _tree_digest(*roots: Path, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
     for root in roots:
         for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
             if p.is_file() and "__pycache__" not in p.parts:
@@ -83,7 +83,10 @@ def _tree_digest(*roots: Path) -> str:
 
 def initramfs(k: Kernel) -> Path:
     """dracut initramfs with our module, rebuilt when the product's files change."""
-    key = _tree_digest(REPO / "nestos_inst", REPO / "units", REPO / "dracut", Path(__file__))
+    key = _tree_digest(
+        REPO / "nestos_inst", REPO / "units", REPO / "dracut", REPO / "Makefile",
+        extra=f"{DRACUT_MODULES}|{DRIVERS}",
+    )  # fmt: skip
     out = CACHE / f"initramfs-{k.version}-{key}.img"
     if out.exists():
         return out
