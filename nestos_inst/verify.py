@@ -2,9 +2,9 @@
 
 Each verification gets its own throw-away GnuPG home (0700) holding only the trusted
 keys: the armored files shipped in ``nestos_inst/data/keys`` plus any ``--keyring``
-files. The signed data is fed to GPGME through a read callback running in a helper
-thread, so the image is never held in memory nor re-read from disk; the gpg engine
-process does the hashing on the other core. A signature counts as good when GPGME
+files. The signed data is fed to GPGME through a pipe read by a helper thread, so the
+image is never held in memory nor re-read from disk; the gpg engine process does the
+hashing on the other core. A signature counts as good when GPGME
 reports no error for it and its signing (sub)key belongs to a trusted key; key
 validity is deliberately ignored (imported keys are "unknown" to the web of trust).
 """
@@ -12,8 +12,8 @@ validity is deliberately ignored (imported keys are "unknown" to the web of trus
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -30,8 +30,8 @@ KEY_DIR = Path(__file__).resolve().parent / "data" / "keys"
 
 FAILURE = "GPG verification failure"
 
-# Chunks handed to the verify thread; bounds the memory held for GPG at ~ this many reads.
-_QUEUE_DEPTH = 8
+# Pipe buffer between the feeder and GPGME (the only data held for GPG).
+PIPE_SIZE = 1 << 20
 
 
 def trusted_key_files(extra: Iterable[Path] = ()) -> list[Path]:
@@ -172,19 +172,23 @@ class GpgHome:
 class StreamVerifier:
     """Check a detached signature over bytes given piecewise with update().
 
-    finish() returns the VerifyResult (never raises for a bad signature: callers
-    decide how loud to be); close() aborts and cleans up. Not thread-safe: one feeder.
+    The bytes go through a pipe to a GPGME data object read by a helper thread
+    running ``op_verify`` (GPGME releases the GIL), so the feeder only pays for an
+    ``os.write`` per chunk and never holds more than the pipe buffer. finish()
+    returns the VerifyResult (never raises for a bad signature: callers decide how
+    loud to be); close() aborts and cleans up. One feeder thread at a time.
     """
 
     def __init__(self, signature: bytes, keyrings: Sequence[Path] = ()) -> None:
         self._home = GpgHome(trusted_key_files(keyrings))
         self._signature = signature
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._pending = memoryview(b"")
         self._result: VerifyResult | None = None
         self._error: BaseException | None = None
         self._closed = False
         self._eof = False
+        self._rfd, self._wfd = os.pipe()
+        with contextlib.suppress(OSError):  # bigger pipe = fewer wake-ups (Linux only)
+            fcntl.fcntl(self._wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._thread = threading.Thread(target=self._work, name="gpg-verify", daemon=True)
         self._thread.start()
 
@@ -192,13 +196,21 @@ class StreamVerifier:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof:
             raise ValueError("update() after finish()")
-        if data:
-            self._queue.put(bytes(data))
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._wfd, view)
+            except BrokenPipeError:
+                return  # the worker gave up early (unusable signature): result says so
+            view = view[n:]
 
-    def finish(self) -> VerifyResult:
+    def _end_input(self) -> None:
         if not self._eof:
             self._eof = True
-            self._queue.put(None)
+            os.close(self._wfd)
+
+    def finish(self) -> VerifyResult:
+        self._end_input()
         self._thread.join()
         self._cleanup()
         if self._error is not None:
@@ -207,18 +219,10 @@ class StreamVerifier:
         return self._result
 
     def close(self) -> None:
-        """Abort (idempotent): unblock the worker, wait for it, remove the home."""
+        """Abort (idempotent): end the input, wait for the worker, remove the home."""
         if self._closed:
             return
-        if not self._eof:
-            self._eof = True
-            # Drop queued data so the EOF marker fits even if the worker is slow.
-            while True:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._queue.put(None)
+        self._end_input()
         self._thread.join()
         self._cleanup()
 
@@ -228,44 +232,27 @@ class StreamVerifier:
             self._home.close()
 
     # -- worker side
-    def _read_cb(self, size: int, _hook: object = None) -> bytes:
-        if not self._pending:
-            item = self._queue.get()
-            if item is None:
-                self._queue.put(None)  # stay at EOF if asked again
-                return b""
-            self._pending = memoryview(item)
-        if len(self._pending) <= size:
-            out = self._pending.tobytes()
-            self._pending = memoryview(b"")
-            return out
-        out = self._pending[:size].tobytes()
-        self._pending = self._pending[size:]
-        return out
-
     def _work(self) -> None:
         import gpg
 
+        source = os.fdopen(self._rfd, "rb", buffering=0)
         try:
             ctx = self._home.ctx
-            data = gpg.Data(cbs=(self._read_cb, None, None, lambda *_: None))
             try:
-                ctx.op_verify(gpg.Data(self._signature), data, None)
+                ctx.op_verify(gpg.Data(self._signature), gpg.Data(file=source), None)
             except gpg.errors.GPGMEError as exc:
-                # Malformed signature packets end here; keep draining so the feeder
-                # never blocks on a full queue.
+                # Malformed signature packets end here, possibly before all data was read.
                 self._result = VerifyResult(False, (), f"unusable signature: {exc}")
-                self._drain()
-                return
-            self._result = self._home.judge(ctx.op_verify_result())
+            else:
+                self._result = self._home.judge(ctx.op_verify_result())
         except BaseException as exc:
             self._error = exc
-            self._drain()
-
-    def _drain(self) -> None:
-        while self._queue.get() is not None:
-            pass
-        self._queue.put(None)
+        finally:
+            # Swallow what the feeder still sends (no EPIPE/SIGPIPE surprises for it).
+            with contextlib.suppress(OSError):
+                while source.read(PIPE_SIZE):
+                    pass
+            source.close()
 
 
 def verify_stream(

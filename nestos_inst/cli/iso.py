@@ -293,8 +293,8 @@ def cmd_dev_show_iso(args: argparse.Namespace) -> None:
 # ---- registration -----------------------------------------------------------------------
 
 
-def _output(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", metavar="PATH", help=OUTPUT_HELP)
+def _output(p: argparse.ArgumentParser, metavar: str = "path") -> None:
+    p.add_argument("-o", "--output", metavar=metavar, help=OUTPUT_HELP)
 
 
 def _iso(p: argparse.ArgumentParser) -> None:
@@ -310,7 +310,7 @@ def register(reg: Registry) -> None:
         "-f", "--force", action="store_true", help="Overwrite an existing Ignition config"
     )
     p.add_argument(
-        "-i", "--ignition-file", metavar="PATH", help="Ignition config to embed [default: stdin]"
+        "-i", "--ignition-file", metavar="path", help="Ignition config to embed [default: stdin]"
     )
     _output(p)
     _iso(p)
@@ -336,7 +336,7 @@ def register(reg: Registry) -> None:
     p.add_argument(
         "-k",
         "--keyfile",
-        metavar="PATH",
+        metavar="path",
         action="append",
         required=True,
         help="NetworkManager keyfile to embed",
@@ -351,7 +351,7 @@ def register(reg: Registry) -> None:
         cmd_network_extract,
     )
     p.add_argument(
-        "-C", "--directory", metavar="PATH", help="Extract to directory instead of stdout"
+        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
     )
     _iso(p)
 
@@ -377,13 +377,13 @@ def register(reg: Registry) -> None:
         action="append",
         help="Kernel argument to replace",
     )
-    _output(p)
+    _output(p, "PATH")
     _iso(p)
 
     p = reg.command(
         "iso kargs reset", "Reset kernel args in an ISO image to defaults", cmd_kargs_reset
     )
-    _output(p)
+    _output(p, "PATH")
     _iso(p)
 
     p = reg.command("iso kargs show", "Show kernel args from an ISO image", cmd_kargs_show)
@@ -396,10 +396,13 @@ def register(reg: Registry) -> None:
 
     p = reg.command("iso embed", "Embed an Ignition config in an ISO image", cmd_embed, hidden=True)
     p.add_argument(
-        "-c", "--config", metavar="PATH", help="Ignition config to embed [default: stdin]"
+        "-c", "--config", metavar="path", help="Ignition config to embed [default: stdin]"
     )
     p.add_argument(
-        "-f", "--force", action="store_true", help="Overwrite an existing Ignition config"
+        "-f",
+        "--force",
+        action="store_true",
+        help="Overwrite an existing embedded Ignition config",
     )
     _output(p)
     _iso(p)
@@ -418,10 +421,10 @@ def register(reg: Registry) -> None:
     _output(p)
     _iso(p)
 
-    p = reg.command(
-        "dev show iso", "Show embed area offsets in an ISO image", cmd_dev_show_iso, hidden=True
-    )
+    p = reg.command("dev show iso", "Inspect a live ISO image", cmd_dev_show_iso, hidden=True)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--ignition", action="store_true", help="Show Ignition embed area")
-    which.add_argument("--kargs", action="store_true", help="Show kargs embed areas")
+    which.add_argument(
+        "--ignition", action="store_true", help="Show Ignition embed area parameters"
+    )
+    which.add_argument("--kargs", action="store_true", help="Show kargs embed area parameters")
     _iso(p)

@@ -154,16 +154,24 @@ def _network_unwrap(args: argparse.Namespace) -> int:
         show_keyfiles(members, sys.stdout.buffer)
         return 0
     for path in extract_keyfiles(members, args.directory):
-        print(path, flush=True)
+        _print_path(path)
     return 0
 
 
 def _dev_show(args: argparse.Namespace) -> int:
     restore_sigpipe()
     members = read_members(args.initrd, args.globs or ["*"])
-    sys.stdout.write("".join(f"{name}\n" for name in members))
-    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(b"".join(os.fsencode(name) + b"\n" for name in members))
+    out.flush()
     return 0
+
+
+def _print_path(path: str) -> None:
+    """Paths as raw bytes: independent of the locale's encoding, like upstream."""
+    out = sys.stdout.buffer
+    out.write(os.fsencode(path) + b"\n")
+    out.flush()
 
 
 def check_traversal(path: str) -> None:
@@ -186,7 +194,7 @@ def _dev_extract(args: argparse.Namespace) -> int:
                 os.makedirs(parent, exist_ok=True)
         create_new(target, data)
         if args.verbose:
-            print(target, flush=True)
+            _print_path(target)
     return 0
 
 

@@ -82,7 +82,7 @@ class Partition:
         return self.last_lba - self.first_lba + 1
 
     def pack(self) -> bytes:
-        encoded = self.name.encode("utf-16-le")[:72]
+        encoded = self.name.encode("utf-16-le", errors="surrogatepass")[:72]
         return _ENTRY.pack(
             self.type_guid.bytes_le,
             self.unique_guid.bytes_le,
@@ -98,7 +98,7 @@ class Partition:
         type_b, uniq_b, first, last, attrs, name_b = _ENTRY.unpack_from(raw)
         if type_b == bytes(16):
             return None
-        name = name_b.decode("utf-16-le", errors="replace")
+        name = name_b.decode("utf-16-le", errors="surrogatepass")
         end = name.find("\0")
         if end >= 0:
             name = name[:end]

@@ -22,6 +22,8 @@ KARG_HEADER_OFFSET = 32768 - 24 - 72
 KARG_HEADER_MAGIC = b"coreKarg"
 KARG_HEADER_LEN = 72
 MAX_KARG_AREA = 2048
+# Shipped areas are 256 KiB; corrupt metadata must not make us read gigabytes into RAM.
+MAX_INITRD_AREA = 256 << 20
 DEFAULT_IGNITION_FILE = "IMAGES/IGNITION.IMG"
 CONFIG_MEMBER = "config.ign"
 
@@ -54,9 +56,9 @@ class Features:
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError) as exc:
-            raise FormatError("decoding features.json") from FormatError(str(exc))
+            raise FormatError("parsing OS features") from FormatError(str(exc))
         if not isinstance(obj, dict):
-            raise FormatError("decoding features.json") from FormatError("not a JSON object")
+            raise FormatError("parsing OS features") from FormatError("not a JSON object")
         directives = obj.get("installer-config-directives")
         return cls(
             installer_config=obj.get("installer-config") is True,
@@ -201,14 +203,14 @@ def find_karg_areas(fs: IsoFs, profile: profiles.Profile) -> KargAreas | None:
     try:
         raw = read_meta(fs, profile, "KARGS.JSO")
     except FormatError as exc:
-        raise FormatError("reading kargs embed area") from exc
+        raise FormatError("reading kargs embed area info") from exc
     if raw is not None:
         return _karg_areas_from_json(fs, raw)
     return _karg_areas_from_header(fs)
 
 
 def _karg_areas_from_json(fs: IsoFs, raw: bytes) -> KargAreas:
-    what = "kargs.json"
+    what = "kargs embed area info"
     obj = _json_object(raw, what)
     default = _str_field(obj, "default", what)
     size = _int_field(obj, "size", what)
@@ -243,22 +245,28 @@ def _karg_areas_from_json(fs: IsoFs, raw: bytes) -> KargAreas:
 
 
 def _karg_areas_from_header(fs: IsoFs) -> KargAreas | None:
-    header = fs.read_at(KARG_HEADER_OFFSET, KARG_HEADER_LEN)
+    try:
+        header = fs.read_at(KARG_HEADER_OFFSET, KARG_HEADER_LEN)
+    except FormatError as exc:
+        raise FormatError("reading karg embed header") from exc
     if header[:8] != KARG_HEADER_MAGIC:
         return None
     length, default_off, *offsets = struct.unpack_from("<8Q", header, 8)
     if length > MAX_KARG_AREA:
         raise FormatError(f"karg embed area length larger than {MAX_KARG_AREA} (found {length})")
     try:
-        default_region = Region(default_off, length, fs.read_at(default_off, length))
-        default = kargs_mod.decode_area(default_region.contents)
-        regions: list[Region] = []
-        for off in offsets:
-            if off == 0:
-                break
-            regions.append(Region(off, length, fs.read_at(off, length)))
+        default_bytes = fs.read_at(default_off, length)
     except FormatError as exc:
-        raise FormatError("reading kargs embed area") from exc
+        raise FormatError("reading default kargs") from exc
+    default = kargs_mod.decode_area(default_bytes)
+    regions: list[Region] = []
+    for off in offsets:
+        if off == 0:
+            break
+        try:
+            regions.append(Region(off, length, fs.read_at(off, length)))
+        except FormatError as exc:
+            raise FormatError("reading kargs embed area") from exc
     return KargAreas(length, default, regions, from_json=False)
 
 
@@ -299,6 +307,10 @@ class IsoConfig:
                 f"offset {offset} beyond end of {rec.name} ({rec.length} bytes)"
             )
         length = _int_field(info, "length", "igninfo", default=rec.length - offset)
+        if length > MAX_INITRD_AREA:
+            raise FormatError("reading initrd embed area") from FormatError(
+                f"initrd embed area length {length} larger than {MAX_INITRD_AREA}"
+            )
         try:
             return region_in_file(self.fs, rec, offset, length, "initrd embed area")
         except FormatError as exc:
@@ -308,7 +320,10 @@ class IsoConfig:
         return find_karg_areas(self.fs, self.profile)
 
     def features(self) -> Features:
-        raw = read_meta(self.fs, self.profile, "FEATURES.JSO")
+        try:
+            raw = read_meta(self.fs, self.profile, "FEATURES.JSO")
+        except FormatError as exc:
+            raise FormatError("reading OS features") from exc
         return Features() if raw is None else Features.parse(raw)
 
     # ---- initrd area ------------------------------------------------------------------

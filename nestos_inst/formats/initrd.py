@@ -55,15 +55,13 @@ class _Input:
         return self._buf[self._pos : self._pos + n]
 
     def read(self, n: int) -> bytes:
-        avail = len(self._buf) - self._pos
-        if avail:
-            take = min(n, avail)
-            data = self._buf[self._pos : self._pos + take]
-            self._pos += take
-            if self._pos == len(self._buf):
-                self._buf, self._pos = b"", 0
-            return data
-        return self._pull(n)
+        if self._pos >= len(self._buf):
+            if n >= _CHUNK:
+                return self._pull(n)
+            self._buf, self._pos = self._pull(_CHUNK), 0
+        data = self._buf[self._pos : self._pos + n]
+        self._pos += len(data)
+        return data
 
     def unread(self, data: bytes) -> None:
         if data:
@@ -94,20 +92,45 @@ def _truncated(kind: str) -> FormatError:
     return FormatError(f"unexpected end of {kind} stream")
 
 
-class _Gzip:
+class _Decoded:
+    """Serves small reads (cpio headers) from whole decoded chunks.
+
+    Asking a decompressor for 110 bytes at a time would cost a library call per
+    header; subclasses instead produce up to ~1 MiB per call, which also bounds memory.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def _produce(self) -> bytes:
+        """The next non-empty chunk of output, or b"" at the end of the stream."""
+        raise NotImplementedError
+
+    def read(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf = self._produce()
+            self._pos = 0
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += len(out)
+        return out
+
+
+class _Gzip(_Decoded):
     """One gzip member; bytes after it are pushed back to the input."""
 
     def __init__(self, inp: _Input) -> None:
+        super().__init__()
         self._inp = inp
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._tail = b""
         self._eof = False
 
-    def read(self, n: int) -> bytes:
+    def _produce(self) -> bytes:
         while not self._eof:
             data = self._tail or self._inp.read(_CHUNK)
             try:
-                out = self._z.decompress(data, n)
+                out = self._z.decompress(data, _CHUNK)
             except zlib.error as exc:
                 raise FormatError("decoding gzip stream") from exc
             self._tail = self._z.unconsumed_tail
@@ -121,21 +144,22 @@ class _Gzip:
         return b""
 
 
-class _Xz:
+class _Xz(_Decoded):
     """One xz stream; stream padding and what follows go back to the input."""
 
     def __init__(self, inp: _Input) -> None:
+        super().__init__()
         self._inp = inp
         self._x = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
         self._eof = False
 
-    def read(self, n: int) -> bytes:
+    def _produce(self) -> bytes:
         while not self._eof:
             data = self._inp.read(_CHUNK) if self._x.needs_input else b""
             if self._x.needs_input and not data:
                 raise _truncated("xz")
             try:
-                out = self._x.decompress(data, n)
+                out = self._x.decompress(data, _CHUNK)
             except lzma.LZMAError as exc:
                 raise FormatError("decoding xz stream") from exc
             if self._x.eof:
@@ -156,7 +180,7 @@ def _zstd_magic(head: bytes) -> int | None:
     return None
 
 
-class _Zstd:
+class _Zstd(_Decoded):
     """Consecutive zstd frames decoded as one stream.
 
     The frame and block headers are walked here so we know exactly where the last
@@ -167,33 +191,39 @@ class _Zstd:
     def __init__(self, inp: _Input) -> None:
         import zstandard
 
+        super().__init__()
         self._zstd = zstandard
         self._inp = inp
-        self._out = b""
         self._dobj: Any = None
         self._checksum = False
         self._eof = False
 
-    def _exact(self, n: int) -> bytes:
-        data = cpio.read_exact(self._inp.read, n, "zstd frame") if n else b""
-        return data
-
-    def _feed(self, data: bytes) -> None:
+    def _read(self, n: int) -> bytes:
         try:
-            self._out += self._dobj.decompress(data)
+            return cpio.read_exact(self._inp.read, n, "zstd frame")
+        except FormatError as exc:
+            raise _truncated("zstd") from exc
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            n -= len(self._read(min(n, _CHUNK)))
+
+    def _feed(self, data: bytes) -> bytes:
+        try:
+            out: bytes = self._dobj.decompress(data)
         except self._zstd.ZstdError as exc:
             raise FormatError("decoding zstd stream") from exc
+        return out
 
-    def _start_frame(self) -> bool:
-        """Begin the next frame; False when the stream has ended."""
+    def _start_frame(self) -> bytes | None:
+        """Begin the next frame (output of its header); None when the stream has ended."""
         while True:
             magic = _zstd_magic(self._inp.peek(5))
             if magic is None:
-                return False
+                return None
             head = self._read(4)
             if magic != _ZSTD_FRAME:
-                size = int.from_bytes(self._read(4), "little")
-                self._read(size)
+                self._skip(int.from_bytes(self._read(4), "little"))
                 continue
             desc = self._read(1)[0]
             fcs_flag, single, dict_flag = desc >> 6, (desc >> 5) & 1, desc & 3
@@ -203,37 +233,33 @@ class _Zstd:
             fcs_len = (0, 2, 4, 8)[fcs_flag] if fcs_flag or not single else 1
             rest = self._read((0 if single else 1) + (0, 1, 2, 4)[dict_flag] + fcs_len)
             self._dobj = self._zstd.ZstdDecompressor().decompressobj()
-            self._feed(head + bytes([desc]) + rest)
-            return True
+            return self._feed(head + bytes([desc]) + rest)
 
-    def _read(self, n: int) -> bytes:
-        try:
-            return self._exact(n)
-        except FormatError as exc:
-            raise _truncated("zstd") from exc
-
-    def _next_block(self) -> None:
+    def _next_block(self) -> bytes:
         head = self._read(3)
         value = int.from_bytes(head, "little")
         last, kind, size = value & 1, (value >> 1) & 3, value >> 3
         if kind == 3:
             raise FormatError("decoding zstd stream: reserved block type")
-        self._feed(head + self._read(1 if kind == 1 else size))
+        out = self._feed(head + self._read(1 if kind == 1 else size))
         if last:
             if self._checksum:
-                self._feed(self._read(4))
+                out += self._feed(self._read(4))
             self._dobj = None
+        return out
 
-    def read(self, n: int) -> bytes:
-        while not self._out and not self._eof:
+    def _produce(self) -> bytes:
+        while not self._eof:
             if self._dobj is None:
-                if not self._start_frame():
+                out = self._start_frame()
+                if out is None:
                     self._eof = True
                     break
             else:
-                self._next_block()
-        out, self._out = self._out[:n], self._out[n:]
-        return out
+                out = self._next_block()
+            if out:
+                return out
+        return b""
 
 
 def _sniff(inp: _Input) -> _Decoder | None:

@@ -8,6 +8,7 @@ Every offset comes from the image, so every read is bounds-checked against the f
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ _NAME_CHARS = frozenset(
 )
 # Bounds the descriptor scan so a file without a terminator can't make us read forever.
 _MAX_DESCRIPTORS = 64
+# Real directories are a few KiB; a corrupt length must not make us slurp gigabytes.
+MAX_DIRECTORY = 16 << 20
 
 
 class NotFoundError(FormatError):
@@ -71,6 +74,14 @@ def _a_string(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("ascii", errors="replace").rstrip(" ")
 
 
+def file_size(fd: int) -> int:
+    """Size of a regular file or a block device (whose st_size is 0)."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
 def path_components(path: str) -> list[str]:
     """Split like upstream: ignore empty and `.`, `..` pops (never above the root)."""
     out: list[str] = []
@@ -90,7 +101,7 @@ class IsoFs:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.size = os.fstat(fd).st_size
+        self.size = file_size(fd)
         self.descriptors: list[Descriptor] = []
         self.root: Record | None = None
         self.volume_space_size = 0
@@ -180,6 +191,8 @@ class IsoFs:
         """Entries of a directory in on-disk order (zero bytes skip to the next sector)."""
         if not directory.is_dir:
             raise FormatError(f"entry {directory.name} is a file")
+        if directory.length > MAX_DIRECTORY:
+            raise FormatError(f"directory {directory.name} is too large; corrupt ISO?")
         data = self.read_at(directory.offset, directory.length)
         pos = 0
         end = len(data)

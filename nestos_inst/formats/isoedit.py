@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 
 from ..errors import FormatError, NestosError
+from .iso9660 import file_size
 
 _CHUNK = 1 << 20
 _BIG_CHUNK = 1 << 30
@@ -36,7 +37,7 @@ def check_regions(regions: Regions, size: int) -> list[tuple[int, bytes]]:
 
 def write_in_place(fd: int, regions: Regions, path: str) -> None:
     """Patch only the regions; `fd` must be open read-write."""
-    size = os.fstat(fd).st_size
+    size = file_size(fd)
     with _ctx(f"writing {path}"):
         for offset, data in check_regions(regions, size):
             _pwrite_all(fd, data, offset)
@@ -44,7 +45,7 @@ def write_in_place(fd: int, regions: Regions, path: str) -> None:
 
 def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
     """Stream the whole input to `out_fd` with the regions substituted."""
-    size = os.fstat(fd).st_size
+    size = file_size(fd)
     pos = 0
     with _ctx("writing to stdout"):
         for offset, data in check_regions(regions, size):
@@ -56,7 +57,7 @@ def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
 
 def write_copy(fd: int, regions: Regions, output: str, temp_prefix: str) -> None:
     """Copy to a temp file beside `output`, patch it, link it to `output` (no clobber)."""
-    size = os.fstat(fd).st_size
+    size = file_size(fd)
     ordered = check_regions(regions, size)
     parent = os.path.dirname(os.path.abspath(output))
     tmp_fd, tmp_path = _create_temp(parent, temp_prefix)

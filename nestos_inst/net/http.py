@@ -92,7 +92,12 @@ class _Loop:
 
     @staticmethod
     async def _make_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=TIMEOUT, max_redirects=MAX_REDIRECTS)
+        # identity: signatures cover the bytes as stored, never a transfer re-encoding.
+        return httpx.AsyncClient(
+            timeout=TIMEOUT,
+            max_redirects=MAX_REDIRECTS,
+            headers={"Accept-Encoding": "identity"},
+        )
 
     @classmethod
     def get(cls) -> _Loop:

@@ -80,3 +80,23 @@ def bsdtar_list(data: bytes) -> list[str]:
 
 def xzcat(data: bytes) -> bytes:
     return _run(["xz", "-dc"], data)
+
+
+def live_initramfs(
+    marker: str = "etc/nestos-live-initramfs",
+    features_path: str = "etc/nestos/features.json",
+    features: bytes | None = b'{"installer-config": true, "live-initrd-network": true}\n',
+    extra: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """A small stand-in for a live initramfs: a gzip archive of system files followed
+    by a zstd archive holding the live marker and features.json, 4-byte aligned as
+    dracut does. Pass CoreOS names for a CoreOS-layout image; features=None omits it.
+    """
+    system = {"usr/lib/os-release": b'NAME="NestOS"\n', "init": b"#!/bin/sh\n"}
+    live = {marker: b""}
+    if features is not None:
+        live[features_path] = features
+    live.update(extra or {})
+    first = gzip(gnu_cpio(system))
+    first += b"\0" * ((4 - len(first) % 4) % 4)
+    return first + zstd(gnu_cpio(live))

@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -304,3 +305,124 @@ def test_duplicate_boot_labels(tmp_path: Path) -> None:
     note = blockdev.duplicate_label_note(["/dev/sdb1"])
     assert note.startswith("\nNote: detected other devices with a filesystem labeled `boot`:\n")
     assert "  - /dev/sdb1\n" in note and note.endswith("wiping them with `wipefs -a`.\n\n")
+
+
+_NS_CHILD = """
+import os, sys
+from nestos_inst.disk.mount import mount_private
+outside = open(f"/proc/{sys.argv[2]}/mountinfo").read
+with mount_private(sys.argv[1], "ext4", private_namespace=True) as where:
+    assert os.path.ismount(where)
+    (where / "x").write_text("y")
+    assert f" {where} " not in outside(), "mount leaked into the parent namespace"
+    print(where)
+assert not where.exists()
+"""
+
+
+def test_private_namespace_mount(tmp_path: Path) -> None:
+    img = _three_parts(tmp_path / "d.img")
+    with loop_device(img) as dev:
+        _sh("mkfs.ext4", "-q", f"{dev}p1")
+        proc = subprocess.run(
+            [sys.executable, "-c", _NS_CHILD, f"{dev}p1", str(os.getpid())],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert proc.returncode == 0, proc.stderr
+        where = proc.stdout.strip()
+        assert where.startswith("/tmp/nestos-installer-")
+        assert not os.path.exists(where)
+        with mounted(f"{dev}p1") as check:
+            assert (check / "x").read_text() == "y"
+
+
+def test_whole_disk_mounted(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "whole.img"
+    with open(img, "wb") as f:
+        f.truncate(16 * MIB)
+    with loop_device(img, partitions=False) as dev:
+        _sh("mkfs.ext4", "-q", dev)
+        with mounted(dev):
+            capfd.readouterr()
+            with pytest.raises(NestosError) as info:
+                check_exclusive(dev)
+            assert str(info.value) == "couldn't reread partition table: device is in use"
+            assert capfd.readouterr().err == ""
+        check_exclusive(dev)
+
+
+def test_4kn_save_and_merge(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """§7.4 on a 4Kn device: image 1,2,4 + saved 4 and 5 renumbered to 5 and 6."""
+    per_mib = MIB // 4096
+    disk = make_image(
+        tmp_path / "disk.img",
+        DISK,
+        [
+            Part("four", size=per_mib, start=16 * per_mib, number=4),
+            Part("five", size=per_mib, start=18 * per_mib, number=5),
+            Part("nine", size=per_mib, start=20 * per_mib, number=9),
+        ],
+        sector_size=4096,
+    )
+    image = make_image(
+        tmp_path / "os.img",
+        8 * MIB,
+        [
+            Part("boot", size=per_mib, start=per_mib, number=1),
+            Part("EFI-SYSTEM", size=per_mib, start=2 * per_mib, number=2),
+            Part("root", size=2 * per_mib, start=3 * per_mib, number=4),
+        ],
+        sector_size=4096,
+        first_lba=6,
+    )
+    first_mib = image.read_bytes()[:MIB]
+    with loop_device(disk, sector_size=4096, partitions=False) as dev:
+        fd = os.open(dev, os.O_RDWR)
+        try:
+            filters = parse_partition_filters(["f*"], ["9"])
+            saved = SavedPartitions.read(fd, sector_size(fd), device_size(fd), filters)
+            assert [p.number for p in saved.entries] == [4, 5, 9]
+            assert saved.limit_offset == 16 * MIB
+            saved.write_fresh_table(fd)
+            os.fsync(fd)
+            assert [p["name"] for p in sfdisk_json(dev)["partitions"]] == ["four", "five", "nine"]
+            capfd.readouterr()
+            saved.merge(fd, first_mib)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert capfd.readouterr().err.splitlines() == [
+            'Saving partition 4 ("four") to new partition 5',
+            'Saving partition 5 ("five") to new partition 6',
+            'Saving partition 9 ("nine") to new partition 9',
+        ]
+        sgdisk_verify(dev)
+        table = sfdisk_json(dev)
+        assert table["sectorsize"] == 4096 and table["lastlba"] == DISK // 4096 - 6
+        got = [(p["node"][len(dev) :], p["start"], p.get("name")) for p in table["partitions"]]
+        assert got == [
+            ("p1", per_mib, "boot"),
+            ("p2", 2 * per_mib, "EFI-SYSTEM"),
+            ("p4", 3 * per_mib, "root"),
+            ("p5", 16 * per_mib, "four"),
+            ("p6", 18 * per_mib, "five"),
+            ("p9", 20 * per_mib, "nine"),
+        ]
+        reread_partitions(dev)
+        assert [p.number for p in kernel_partitions(dev)] == [1, 2, 4, 5, 6, 9]
+
+
+def test_reread_busy_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = _three_parts(tmp_path / "d.img")
+    monkeypatch.setattr(blockdev, "REREAD_DELAY", 0.01)
+    with scanning_loop(img) as dev:
+        reread_partitions(dev)
+        _sh("mkfs.ext4", "-q", f"{dev}p1")
+        with mounted(f"{dev}p1"):
+            with pytest.raises(NestosError) as info:
+                reread_partitions(dev)
+            assert str(info.value) == "couldn't reread partition table: device is in use"
+            assert [p.number for p in kernel_partitions(dev)] == [1, 2, 3]  # nothing dropped

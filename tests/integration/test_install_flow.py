@@ -371,16 +371,18 @@ def test_bad_signature_wipes_but_keeps_saved(
         assert_data_readable(dev, 5)
 
 
+@pytest.mark.parametrize("fmt", ["zstd", "raw"])
 def test_flipped_byte_wipes(
-    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, fmt: str
 ) -> None:
-    img = factory.get(Recipe(), "zstd")
-    bad = tmp_path / "bad.raw.zst"
+    """zstd: its checksum or the signature; raw: only the signature, at the very end."""
+    img = factory.get(Recipe(), fmt)  # type: ignore[arg-type]
+    bad = tmp_path / img.path.name
     data = bytearray(img.path.read_bytes())
     data[len(data) // 2] ^= 0x40
     bad.write_bytes(bytes(data))
     assert img.sig is not None
-    (tmp_path / "bad.raw.zst.sig").write_bytes(img.sig.read_bytes())  # covers the original
+    (tmp_path / (bad.name + ".sig")).write_bytes(img.sig.read_bytes())  # covers the original
     with disk_with_data(tmp_path) as dev:
         proc = run_cli(
             "install", dev, "-f", bad, "--keyring", signing_key.public, "--save-partlabel", "data"
@@ -388,6 +390,8 @@ def test_flipped_byte_wipes(
         err = proc.stderr.decode()
         assert proc.returncode == 1, err
         assert "Error: install failed" in err
+        if fmt == "raw":
+            assert "GPG verification failure" in err
         assert_wiped(dev, keep=("data",))
         assert_data_readable(dev, 5)
 
@@ -592,3 +596,47 @@ def test_file_target_4096_image(
         assert_image_outside_boot(dev, img)
         with mounted(boot_node(dev)) as boot:
             assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
+
+
+def test_preserve_on_error_stashes_saved_partitions(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, other_key: SigningKey
+) -> None:
+    img = factory.get(Recipe(), "xz")
+    forged = tmp_path / "forged.raw.xz"
+    forged.write_bytes(img.path.read_bytes())
+    other_key.sign(forged)
+    with disk_with_data(tmp_path) as dev:
+        proc = run_cli(
+            "install", dev, "-f", forged, "--keyring", signing_key.public,
+            "--save-partlabel", "data", "--preserve-on-error",
+        )  # fmt: skip
+        err = proc.stderr.decode()
+        assert proc.returncode == 1
+        assert "Preserving partition table as requested" in err
+        line = next(x for x in err.splitlines() if x.startswith("Storing saved partition"))
+        stash = Path(line.rsplit(" ", 1)[1])
+        try:
+            assert stash.parent == Path("/tmp")
+            assert stash.name.startswith("nestos-installer-partitions.")
+            parts = json.loads(
+                subprocess.run(["sfdisk", "--json", str(stash)], capture_output=True, text=True,
+                               check=True).stdout
+            )["partitiontable"]["partitions"]  # fmt: skip
+            assert [p["name"] for p in parts] == ["data"]
+        finally:
+            stash.unlink(missing_ok=True)
+        assert_data_readable(dev, 5)
+
+
+def test_ignition_url_404_touches_nothing(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+) -> None:
+    img = factory.get(Recipe(), "xz")
+    with http_server() as srv, blank_disk(tmp_path) as dev:
+        before = digest(dev)
+        rc, _, err = install(
+            dev, img, signing_key, "-I", srv.url("/missing.ign"), "--insecure-ignition"
+        )
+        assert rc == 1
+        assert f"downloading source Ignition config {srv.url('/missing.ign')}" in err
+        assert digest(dev) == before

@@ -6,9 +6,11 @@ depend on a real process (TTY refusal, exit status, argparse) use `run_cli`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -324,7 +326,7 @@ def _igninfo(obj: object) -> dict[str, bytes]:
             "reading initrd embed area",
         ),
         (
-            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 30})),
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 20})),
             ("iso", "reset"),
             "extends beyond IGNITION.IMG",
         ),
@@ -348,7 +350,7 @@ def _igninfo(obj: object) -> dict[str, bytes]:
         (
             LiveIsoSpec(extra_files={"nestos/kargs.json": b"\xff not json"}),
             ("iso", "ignition", "embed", "-i", "/dev/null"),
-            "decoding kargs.json",
+            "decoding kargs embed area info",
         ),
     ],
     ids=["ign-offset", "ign-length", "area-too-small", "karg-offset", "karg-size", "karg-json"],
@@ -358,3 +360,73 @@ def test_bad_metadata_changes_nothing(
 ) -> None:
     media = Media(build_live_iso(tmp_path / "bad.iso", spec), tmp_path)
     media.all_fail(message, *args)
+
+
+def test_real_tools_read_our_output(tmp_path: Path) -> None:
+    """xorriso still reads the edited image; bsdtar and isoinfo see what we embedded."""
+    media = Media(build_live_iso(tmp_path / "live.iso"), tmp_path)
+    out = media.all_modes("iso", "ignition", "embed", input=CONFIG)
+    out = media.run("inplace", "iso", "kargs", "modify", "-a", "console=ttyS0", src=out)
+    extracted = tmp_path / "ignition.img"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(out), "-extract",
+         "/images/ignition.img", str(extracted)],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["bsdtar", "-tf", str(extracted)], capture_output=True, check=True
+    ).stdout
+    assert listing.split() == [b"config.ign"]
+    data = subprocess.run(
+        ["bsdtar", "-xOf", str(extracted), "config.ign"], capture_output=True, check=True
+    ).stdout
+    assert data == CONFIG
+    grub = subprocess.run(
+        ["isoinfo", "-i", str(out), "-x", "/EFI/NESTOS/GRUB.CFG;1"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert f"{media.built.default_kargs} console=ttyS0\n#".encode() in grub
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("iso", "kargs", "show"), ("iso", "ignition", "show"), ("dev", "show", "iso")],
+    ids=["kargs-show", "ignition-show", "dev-show-iso"],
+)
+def test_closed_pipe_is_silent(tmp_path: Path, args: tuple[str, ...]) -> None:
+    built = build_live_iso(tmp_path / "live.iso")
+    ok(run_main("iso", "ignition", "embed", str(built.path), input=CONFIG))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nestos_inst", *args, str(built.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # no reader left: the first write raises SIGPIPE
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGPIPE
+    assert err == b""
+
+
+@pytest.mark.root
+def test_block_device_input(tmp_path: Path) -> None:
+    """An ISO written to a disk (loop device here) edits like a file (st_size is 0)."""
+    from tests.helpers.loop import loop_device
+
+    media = Media(build_live_iso(tmp_path / "live.iso"), tmp_path)
+    expected = sha(media.all_modes("iso", "ignition", "embed", input=CONFIG))
+    disk = media.copy()
+    with loop_device(disk, partitions=False) as dev:
+        assert ok(run_main("iso", "kargs", "show", dev)).stdout.endswith(b"metal\n")
+        copy = tmp_path / "from-dev.iso"
+        ok(run_main("iso", "ignition", "embed", "-o", str(copy), dev, input=CONFIG))
+        streamed = ok(run_main("iso", "ignition", "embed", "-o", "-", dev, input=CONFIG)).stdout
+        ok(run_main("iso", "ignition", "embed", dev, input=CONFIG))
+        assert ok(run_main("iso", "ignition", "show", dev)).stdout == CONFIG
+    assert sha(copy) == expected
+    assert hashlib.sha256(streamed).hexdigest() == expected
+    assert sha(disk) == expected

@@ -267,15 +267,29 @@ def test_dev_extract_dot_prefix(tmp_path: Path) -> None:
     assert (tmp_path / "x" / "y").read_bytes() == b"ok"
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
+GOOD = cpio.write_archive({"config.ign": b"{}", f"{NETDIR}/k": b"k"})
+
+
+def _bad_media() -> list[tuple[bytes, str]]:
+    namesize_past_end = GOOD[:94] + b"%08x" % 5000 + GOOD[102:]
+    filesize_past_end = GOOD[:54] + b"%08x" % 5000 + GOOD[62:]
+    non_utf8 = cpio.write_archive({"caf\xe9": b""}).replace(b"caf\xc3\xa9", b"caf\xff\xfe")
+    return [
         (b"not an initrd at all, not at all" * 5, "invalid cpio magic"),
-        (cpio.write_archive({"a": b"1"})[:-10], "unexpected end of cpio archive"),
-        (b"\x1f\x8b\x08\x00" + b"\0" * 20, "gzip"),
-        (b"\xfd7zXZ\x00garbage", "xz"),
-    ],
-)
+        (GOOD[:100], "unexpected end of cpio archive reading entry header"),
+        (namesize_past_end, "unexpected end of cpio archive reading entry name"),
+        (filesize_past_end, "unexpected end of cpio archive reading data of config.ign"),
+        (non_utf8, "cpio entry name is not valid UTF-8"),
+        (initrdmedia.gzip(GOOD)[:-9], "unexpected end of gzip stream"),
+        (initrdmedia.xz(GOOD)[:-9], "unexpected end of xz stream"),
+        (initrdmedia.zstd(GOOD)[:-9], "unexpected end of zstd stream"),
+        (initrdmedia.xz(GOOD + b"junk"), "found trailing garbage inside compressed archive"),
+        (b"\x1f\x8b\x08\x00" + b"\0" * 20, "decoding gzip stream"),
+        (b"\xfd7zXZ\x00garbage", "decoding xz stream"),
+    ]
+
+
+@pytest.mark.parametrize(("data", "message"), _bad_media())
 def test_bad_input_writes_nothing(tmp_path: Path, data: bytes, message: str) -> None:
     dest = tmp_path / "dest"
     for argv in (
@@ -332,3 +346,17 @@ def test_epipe_error_for_wrap() -> None:
     proc = _closed_pipe_run(["pxe", "ignition", "wrap"], CONFIG)
     assert proc.returncode == 1
     assert b"Broken pipe" in proc.stderr
+
+
+def test_non_ascii_names_any_locale(tmp_path: Path) -> None:
+    data = write_initrd({f"{NETDIR}/café.nmconnection": b"x"})
+    env = {"PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    shown = ok(run_cli("dev", "show", "initrd", "-", input=data, env=env))
+    assert shown == f"{NETDIR}/café.nmconnection\n".encode()
+    dest = tmp_path / "d"
+    printed = ok(run_cli("pxe", "network", "unwrap", "-C", dest, input=data, env=env))
+    assert printed == f"{dest}/café.nmconnection\n".encode()
+    printed = ok(run_cli("dev", "extract", "initrd", "-v", "-C", dest, "-", input=data, env=env))
+    assert printed == f"{dest}/{NETDIR}/café.nmconnection\n".encode()
+    header = ok(run_cli("pxe", "network", "unwrap", input=data, env=env))
+    assert header == "########## café.nmconnection ##########\nx".encode()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, format_chain
 from nestos_inst.formats.glob import compile_glob, compile_globs
@@ -50,6 +52,36 @@ from nestos_inst.formats.glob import compile_glob, compile_globs
         ("é*", "été", True),
         ("x\ny", "x\ny", True),
         ("?", "\n", True),
+        # vectors documented for the glob crate
+        ("a*b*c", "abc", True),
+        ("a*b*c", "abcd", False),
+        ("abc*abc*abc", "abcabcabcabcabcabcabc", True),
+        ("abc*abc*abc", "abcabcabcabcabcabcabca", False),
+        ("a*a*a*a*a*a*a*a*a", "a" * 31, True),
+        ("a*b[xyz]c*d", "abxcdbxcddd", True),
+        ("/**/test", "/one/two/test", True),
+        ("/**/test", "/test", True),
+        ("/**/test", "/notthis", False),
+        ("**/.*", ".abc", True),
+        ("**/.*", "abc/.abc", True),
+        ("**/.*", "ab.c", False),
+        ("**/.*", "abc/ab.c", False),
+        ("**", "", True),
+        ("a[!0-9]b", "a_b", True),
+        ("a[!0-9]b", "a5b", False),
+        ("[1a-z23]", "q", True),
+        ("[1a-z23]", "2", True),
+        ("[-abc]", "-", True),
+        ("[a-c-]", "-", True),
+        ("[a-c-]", "d", False),
+        ("[2-1]", "1", False),
+        ("[-]", "-", True),
+        ("[!-]", "-", False),
+        ("*some/path/to/hello.txt", "a/bigger/some/path/to/hello.txt", True),
+        ("*some/path/to/hello.txt", "some/other/path/to/hello.txt", False),
+        ("_[[]_[]]_[?]_[*]_!_", "_[_]_?_*_!_", True),
+        ("aBc", "abc", False),
+        ("abc[/]def", "abc/def", True),
     ],
 )
 def test_matches(pattern: str, text: str, expected: bool) -> None:
@@ -69,6 +101,13 @@ def test_matches(pattern: str, text: str, expected: bool) -> None:
         ("x[]", "near position 1: invalid range pattern"),
         ("[!]", "near position 0: invalid range pattern"),
         ("[!a", "near position 0: invalid range pattern"),
+        ("a/bc**", "near position 3: recursive wildcards must form a single path component"),
+        ("a/*****", "near position 4: wildcards are either regular `*` or recursive `**`"),
+        ("a/b**c**d", "near position 2: recursive wildcards must form a single path component"),
+        ("abc[def", "near position 3: invalid range pattern"),
+        ("abc[!", "near position 3: invalid range pattern"),
+        ("abc[]", "near position 3: invalid range pattern"),
+        ("abc[!]", "near position 3: invalid range pattern"),
     ],
 )
 def test_invalid(pattern: str, message: str) -> None:
@@ -85,3 +124,81 @@ def test_set() -> None:
     assert not compile_globs([])("anything")
     with pytest.raises(FormatError):
         compile_globs(["ok", "***"])
+
+
+# --- differential test: the regex translation against a direct token interpreter ----
+
+
+def _tokens(pattern: str) -> list[tuple[str, object]]:
+    """Tokenise a pattern already known to be valid (compile_glob accepted it)."""
+    out: list[tuple[str, object]] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "?":
+            out.append(("any", None))
+            i += 1
+        elif c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < len(pattern):  # swallow the `/` that must follow
+                    i += 1
+                out.append(("rec", None))
+            else:
+                out.append(("seq", None))
+                i += 1
+        elif c == "[":
+            neg = pattern[i + 1] == "!"
+            start = i + 2 if neg else i + 1
+            end = pattern.index("]", start + 1)
+            spec = pattern[start:end]
+            ranges, j = [], 0
+            while j < len(spec):
+                if j + 2 < len(spec) and spec[j + 1] == "-":
+                    ranges.append((spec[j], spec[j + 2]))
+                    j += 3
+                else:
+                    ranges.append((spec[j], spec[j]))
+                    j += 1
+            out.append(("neg" if neg else "set", ranges))
+            i = end + 1
+        else:
+            out.append(("chr", c))
+            i += 1
+    return out
+
+
+def _interpret(tokens: list[tuple[str, object]], text: str, after_sep: bool = True) -> bool:
+    if not tokens:
+        return not text
+    kind, arg = tokens[0]
+    if kind == "seq":
+        return any(_interpret(tokens[1:], text[k:]) for k in range(len(text) + 1))
+    if kind == "rec":
+        # empty, or resume right after any `/`; a trailing `**` takes everything
+        if len(tokens) == 1:
+            return True
+        starts = [0] if after_sep else []
+        starts += [k + 1 for k, ch in enumerate(text) if ch == "/"]
+        return any(_interpret(tokens[1:], text[k:]) for k in starts)
+    if not text:
+        return False
+    ch = text[0]
+    if kind == "any":
+        ok = True
+    elif kind == "chr":
+        ok = ch == arg
+    else:
+        inside = any(lo <= ch <= hi for lo, hi in arg)  # type: ignore[attr-defined]
+        ok = inside if kind == "set" else not inside
+    return ok and _interpret(tokens[1:], text[1:], ch == "/")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab/*?[]!-", max_size=10), st.text(alphabet="ab/-]!", max_size=8))
+def test_regex_matches_interpreter(pattern: str, text: str) -> None:
+    try:
+        match = compile_glob(pattern)
+    except FormatError:
+        return
+    assert match(text) == _interpret(_tokens(pattern), text)

@@ -263,3 +263,19 @@ def test_garbage_only_raises_format_error(data: bytes, ss: int) -> None:
         GPT.from_bytes(data, ss)
     except FormatError:
         pass
+
+
+def test_names_round_trip_byte_exact() -> None:
+    """Odd UTF-16 (a lone surrogate) survives read -> write unchanged."""
+    size = 4 * MIB
+    gpt = GPT.new(512, size)
+    gpt.add(_part(1, 2048, 4095, "x" * 36))
+    data = bytearray(_disk(gpt, size).getvalue())
+    entry = 2 * 512
+    data[entry + 56 : entry + 60] = b"\x00\xd8a\x00"  # U+D800, "a"
+    crc_fix = GPT.read(io.BytesIO(bytes(data)), 512, size)  # primary fails, backup read
+    assert crc_fix.entries[0].name == "x" * 36
+    raw_name = bytes(data[entry + 56 : entry + 128])
+    part = Partition.unpack(1, bytes(data[entry : entry + 128]))
+    assert part is not None and part.name.startswith("\ud800a")
+    assert part.pack()[56:] == raw_name

@@ -439,3 +439,35 @@ def test_read_damaged_tables_only_raises_our_errors(
     out = io.BytesIO(bytes(len(data)))
     saved.write_fresh_table(out)  # whatever passed the dry run must be writable
     assert GPT.read(out, 512, len(data)).entries == saved.entries
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sets(st.integers(1, 8), max_size=5),
+    st.sets(st.integers(1, 20), min_size=1, max_size=8),
+)
+def test_merge_numbering_rule(image_nums: set[int], saved_nums: set[int]) -> None:
+    """Image entries stay put; saved ones keep order, never move down, never collide."""
+    size = 4 * MIB
+    image = GPT.new(512, 2 * MIB)
+    for i, n in enumerate(sorted(image_nums)):
+        image.add(_entry(n, 64 + 16 * i, 64 + 16 * i + 15))
+    img_buf = io.BytesIO(bytes(2 * MIB))
+    image.write(img_buf, 2 * MIB)
+    entries = [
+        _entry(n, 4096 + 16 * i, 4096 + 16 * i + 15) for i, n in enumerate(sorted(saved_nums))
+    ]
+    saved = SavedPartitions(512, size, entries)
+    disk = io.BytesIO(bytes(size))
+    saved.write_fresh_table(disk)
+    saved.merge(disk, img_buf.getvalue()[:MIB])
+    merged = GPT.read(disk, 512, size)
+    by_start = {p.first_lba: p for p in merged.entries}
+    for p in image.entries:
+        assert by_start[p.first_lba].number == p.number
+    new_numbers = [by_start[p.first_lba].number for p in entries]
+    assert new_numbers == sorted(set(new_numbers))
+    floor = max(image_nums, default=0)
+    for p, new in zip(entries, new_numbers, strict=True):
+        assert new >= p.number and new > floor
+    assert merged.last_usable == size // 512 - 34

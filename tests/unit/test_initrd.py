@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,26 @@ def test_zstd_multiframe_and_skippable() -> None:
     skippable = (0x184D2A5A).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
     data = skippable + initrdmedia.zstd(archive[:half]) + initrdmedia.zstd(archive[half:])
     assert read_initrd(data) == {"a": b"x" * 1000, "b": b"y"}
+
+
+def test_cpio_extracts_ours(tmp_path: Path) -> None:
+    members = {"config.ign": CONFIG, "etc/nestos-firstboot-network/a b": b"x" * 1001, "é": b""}
+    initrdmedia.cpio_extract(initrdmedia.xzcat(write_initrd(members)), tmp_path)
+    got = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert got == members
+    assert (tmp_path / "config.ign").stat().st_mode & 0o7777 == 0o600
+    assert (tmp_path / "etc").stat().st_mode & 0o7777 == 0o755
+
+
+def test_customize_style_append() -> None:
+    """The `pxe customize` pattern: copy the input via tee while filtering, then append."""
+    live = initrdmedia.live_initramfs()
+    out = io.BytesIO()
+    wanted = ["etc/nestos-live-initramfs", "etc/nestos/features.json", "config.ign"]
+    found = read_initrd_stream(io.BytesIO(live), wanted, tee=out.write)
+    assert sorted(found) == ["etc/nestos-live-initramfs", "etc/nestos/features.json"]
+    out.write(write_initrd({"config.ign": CONFIG}))
+    result = out.getvalue()
+    assert result[: len(live)] == live
+    assert result[len(live)] == 0xFD and result[len(live) + 1 : len(live) + 6] == b"7zXZ\0"
+    assert read_initrd(result, ["config.ign"]) == {"config.ign": CONFIG}

@@ -167,9 +167,13 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
             "reading initrd embed area: offset 1048576 beyond end of IGNITION.IMG",
         ),
         (
-            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 40})),
-            "reading initrd embed area: initrd embed area at offset 0 length 1099511627776 "
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 20})),
+            "reading initrd embed area: initrd embed area at offset 0 length 1048576 "
             "extends beyond IGNITION.IMG",
+        ),
+        (
+            LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "length": 1 << 40})),
+            "reading initrd embed area: initrd embed area length 1099511627776 larger than",
         ),
         (
             LiveIsoSpec(extra_files=_igninfo({"file": "images/ignition.img", "offset": -5})),
@@ -212,6 +216,7 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
     ids=[
         "ign-offset",
         "ign-length",
+        "ign-huge",
         "ign-negative",
         "ign-json",
         "ign-missing",
@@ -261,7 +266,7 @@ def _exercise(path: Path) -> None:
         iso.features()
         if iso.kargs is not None:
             iso.kargs.set(iso.kargs.current + " x")
-        iso.set_members({"config.ign": b"{}"})
+        # (no set_members: xz -9 costs ~0.1 s per example and adds no parser coverage)
         iso.modified_regions()
 
 
@@ -290,3 +295,65 @@ def test_mutations_only_raise_our_errors(
         _exercise(path)
     except NestosError:
         pass
+
+
+def test_nestos_dir_wins_over_coreos(tmp_path: Path) -> None:
+    # A NestOS image that also carries a stray COREOS/ dir: NESTOS/ metadata is used.
+    stray = {"coreos/kargs.json": b"not json at all"}
+    built = build_live_iso(tmp_path / "both.iso", LiveIsoSpec(extra_files=stray))
+    with opened(built.path) as iso:
+        assert iso.profile is profiles.NESTOS
+        assert iso.kargs is not None and iso.kargs.current == built.default_kargs
+
+
+def test_coreos_layout_uses_coreos_names(tmp_path: Path) -> None:
+    built = build_live_iso(tmp_path / "c.iso", LiveIsoSpec(profile=profiles.COREOS))
+    with opened(built.path) as iso:
+        assert iso.profile is profiles.COREOS
+        assert iso.network_dir == "etc/coreos-firstboot-network"
+        assert iso.profile.temp_prefix == ".coreos-installer-temp-"
+
+
+@pytest.fixture(scope="module")
+def embedded_iso(nestos_iso: LiveIso, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("embedded") / "embedded.iso"
+    path.write_bytes(nestos_iso.path.read_bytes())
+    fd = os.open(path, os.O_RDWR)
+    try:
+        iso = IsoConfig(fd)
+        iso.set_members({"config.ign": CONFIG, "etc/nestos-firstboot-network/a": b"[x]\n"})
+        for offset, data in iso.modified_regions():
+            os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+    return path
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=400), st.binary(min_size=1, max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_mutated_archive_only_raises_our_errors(
+    nestos_iso: LiveIso, embedded_iso: Path, tmp_path: Path, edits: list[tuple[int, bytes]]
+) -> None:
+    data = bytearray(embedded_iso.read_bytes())
+    for offset, patch in edits:
+        pos = nestos_iso.initrd_offset + offset
+        data[pos : pos + len(patch)] = patch
+    path = tmp_path / "mutated.iso"
+    path.write_bytes(bytes(data))
+    try:
+        _exercise(path)
+    except NestosError:
+        pass
+
+
+def test_bad_features_json(tmp_path: Path) -> None:
+    spec = LiveIsoSpec(extra_files={"nestos/features.json": b"[1, 2"})
+    built = build_live_iso(tmp_path / "f.iso", spec)
+    with opened(built.path) as iso, pytest.raises(FormatError, match="parsing OS features"):
+        iso.features()

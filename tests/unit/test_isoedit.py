@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, NestosError, chain
 from nestos_inst.formats import isoedit
@@ -156,3 +158,39 @@ def test_userspace_fallback(src: Path, tmp_path: Path, monkeypatch: pytest.Monke
         os.close(fd)
     assert (tmp_path / "out.img").read_bytes() == expected
     assert (tmp_path / "stream.img").read_bytes() == expected
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=8191), st.integers(min_value=1, max_value=64)),
+        max_size=6,
+    )
+)
+def test_modes_agree_on_random_regions(tmp_path: Path, spans: list[tuple[int, int]]) -> None:
+    size = 8192
+    src = tmp_path / "src.img"
+    src.write_bytes(bytes(range(256)) * (size // 256))
+    regions = [(off, bytes([0xAA]) * min(n, size - off)) for off, n in spans]
+    try:
+        ordered = isoedit.check_regions(regions, size)
+    except FormatError:
+        return  # overlapping: refused in every mode (tested above)
+    expected = bytearray(src.read_bytes())
+    for off, data in ordered:
+        expected[off : off + len(data)] = data
+    out = tmp_path / "out.img"
+    out.unlink(missing_ok=True)
+    fd = os.open(src, os.O_RDWR)
+    try:
+        isoedit.write_copy(fd, regions, str(out), PREFIX)
+        with open(tmp_path / "stream.img", "wb") as f:
+            isoedit.write_stream(fd, regions, f.fileno())
+        isoedit.write_in_place(fd, regions, str(src))
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == bytes(expected)
+    assert (tmp_path / "stream.img").read_bytes() == bytes(expected)
+    assert src.read_bytes() == bytes(expected)

@@ -54,6 +54,8 @@ def test_plain_get(server: Server, sleeps: list[float]) -> None:
     server.add("/img", DATA)
     assert get_all(server, "/img", 0, sleeps) == DATA
     assert sleeps == []
+    # Bytes as stored: never let a server re-encode what the signature covers.
+    assert server.hits("/img")[0].headers["accept-encoding"] == "identity"
 
 
 def test_404_is_not_retried(
