@@ -13,6 +13,7 @@ like a disk, and /boot is edited through a loop device attached for that step on
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import stat
@@ -380,12 +381,33 @@ def _customize(plan: Plan, fd: int, sector_size: int) -> None:
         _edit_boot(target.canonical, plan)
 
 
+_CLONE_NEWNS = 0x00020000
+_ns_state = {"private": False}
+
+
+def _enter_private_mount_namespace() -> None:
+    """Mount /boot where only we can see it (upstream: unshare(CLONE_NEWNS)).
+
+    Nobody else (udisks, a desktop automounter) gets to see or hold the mount, and a
+    crash cannot leave it behind. Best effort: without the privilege (containers) we
+    mount in the current namespace. Mounts are made private so nothing propagates back.
+    """
+    if _ns_state["private"]:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        return
+    _ns_state["private"] = True
+    run(["mount", "--make-rprivate", "/"], check=False)
+
+
 def _edit_boot(dev: str, plan: Plan) -> None:
     from ..disk import blockdev
     from ..disk.mount import mount_private
 
     part = blockdev.find_partition_by_label(dev, BOOT_LABEL)
     assert part.fstype is not None
+    _enter_private_mount_namespace()
     with mount_private(part.path, part.fstype) as boot:
         apply(boot, plan.edits, plan.profile)
 

@@ -152,8 +152,23 @@ def _pget(platforms: Platforms, name: str, key: str) -> list[str]:
     return platforms.get(name, {}).get(key, [])
 
 
+def boot_profile(boot: Path, default: Profile) -> Profile:
+    """The brand of the installed image, from its platforms.json location.
+
+    A CoreOS-layout image expects `coreos-firstboot-network/`, a NestOS one
+    `nestos-firstboot-network/`, whatever installer wrote it.
+    """
+    if (boot / default.platforms_json).exists():
+        return default
+    for candidate in ALL:
+        if (boot / candidate.platforms_json).exists():
+            return candidate
+    return default
+
+
 def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
     """Apply `edits` to the boot filesystem mounted at `boot`, in upstream's order."""
+    profile = boot_profile(boot, profile)
     if edits.ignition is not None:
         _say("Writing Ignition config")
         edits.check_ignition_hash()

@@ -640,3 +640,21 @@ def test_ignition_url_404_touches_nothing(
         assert rc == 1
         assert f"downloading source Ignition config {srv.url('/missing.ign')}" in err
         assert digest(dev) == before
+
+
+def test_coreos_layout_image(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+) -> None:
+    img = factory.get(Recipe(brand="coreos"), "xz")
+    nm = tmp_path / "nm"
+    nm.mkdir()
+    (nm / "eth0.nmconnection").write_text("[connection]\n")
+    with blank_disk(tmp_path) as dev:
+        rc, _, err = install(
+            dev, img, signing_key, "--platform", "qemu", "--copy-network", "--network-dir", nm
+        )
+        assert rc == 0, err
+        with mounted(boot_node(dev)) as boot:
+            assert bls_options(boot).endswith("console=tty0 console=ttyS0,115200n8")
+            assert (boot / "coreos-firstboot-network" / "eth0.nmconnection").exists()
+            assert not (boot / "nestos-firstboot-network").exists()

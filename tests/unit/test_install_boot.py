@@ -245,8 +245,9 @@ def test_coreos_profile_dirs_and_fallback(tmp_path: Path) -> None:
     src = tmp_path / "nm"
     src.mkdir()
     (src / "x").write_text("x")
-    apply(boot, edits(network_dir=str(src)), COREOS)
+    apply(boot, edits(network_dir=str(src)), NESTOS)  # the image's brand decides
     assert (boot / "coreos-firstboot-network" / "x").exists()
+    assert not (boot / "nestos-firstboot-network").exists()
 
 
 def test_platforms_json_absent_or_bad(tmp_path: Path) -> None:

@@ -172,3 +172,20 @@ def test_upstream_zero_mib_and_random_key(upstream: Path) -> None:
     random = verify_stream([priv], (vdir / "test-key.priv.asc.random.sig").read_bytes(), [key])
     assert not random.ok
     assert random.reason == "no public key"
+
+
+def test_package_key_dir_is_trusted(
+    signed: tuple[Path, bytes],
+    signing_key: SigningKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nestos_inst import verify
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "nestos-release.asc").write_bytes(signing_key.public.read_bytes())
+    (keys / "README").write_text("not a key\n")
+    monkeypatch.setattr(verify, "KEY_DIR", keys)
+    path, sig = signed
+    assert verify_file(path, sig).ok
