@@ -150,7 +150,12 @@ def test_hook_units_enable_into_the_flow(sysroot: Path) -> None:
 
 
 def generator(
-    tmp_path: Path, cmdline: str, *, initrd: bool = False, config: dict[str, str] | None = None
+    tmp_path: Path,
+    cmdline: str,
+    *,
+    initrd: bool = False,
+    config: dict[str, str] | None = None,
+    live_marker: bool = False,
 ) -> tuple[Path, Path, Path]:
     """Run the real generator on a fake command line, config dirs and flag path."""
     cmd_file = tmp_path / "cmdline"
@@ -161,12 +166,14 @@ def generator(
         (conf / name).write_text(text)
     out, early, late = (tmp_path / n for n in ("normal", "early", "late"))
     flag = tmp_path / "run" / "nestos-installer-reboot"
+    (tmp_path / "live").touch()
     env = dict(os.environ)
     env.update(
         NESTOS_INSTALLER_CMDLINE=str(cmd_file),
         NESTOS_INSTALLER_CONFIG_DIRS=f"{conf} {tmp_path / 'absent.d'}",
         NESTOS_INSTALLER_REBOOT_FLAG=str(flag),
         NESTOS_INSTALLER_INITRD="1" if initrd else "0",
+        NESTOS_INSTALLER_LIVE_MARKERS=str(tmp_path / ("live" if live_marker else "absent")),
         NESTOS_INSTALLER_GENERATOR_STDIO="1",
     )
     proc = subprocess.run(
@@ -241,6 +248,21 @@ def test_generator_in_initrd_aliases_initrd_target(tmp_path: Path) -> None:
     assert os.readlink(early / "initrd.target") == POST
     assert not (out / "default.target").exists()
     assert flag.is_file()
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "live"),
+    [
+        ("nestos.inst.install_dev=/dev/vda root=/dev/sda4", False),
+        ("nestos.inst.install_dev=/dev/vda", True),
+    ],
+)
+def test_generator_leaves_installing_to_the_real_root(
+    tmp_path: Path, cmdline: str, live: bool
+) -> None:
+    """A live or root= initramfs switches root first; the live root's run installs."""
+    out, early, flag = generator(tmp_path, cmdline, initrd=True, live_marker=live)
+    assert not out.exists() and not early.exists() and not flag.exists()
 
 
 def test_disable_device_auto_activation_is_idempotent(tmp_path: Path) -> None:
