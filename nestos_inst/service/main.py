@@ -32,7 +32,7 @@ def default_config_dirs() -> list[Path]:
 
 
 def config_files(dirs: Sequence[Path]) -> list[Path]:
-    """Regular files of each directory, sorted by name (like the shell glob)."""
+    """Regular files of each directory, sorted by name (like upstream's shell glob)."""
     files: list[Path] = []
     for d in dirs:
         try:
@@ -41,7 +41,8 @@ def config_files(dirs: Sequence[Path]) -> list[Path]:
             continue
         except OSError as e:
             raise NestosError(f"reading {d}") from e
-        files += [p for p in entries if p.is_file()]
+        # Like the shell glob `*`: dot files (editor leftovers) are not config.
+        files += [p for p in entries if p.is_file() and not p.name.startswith(".")]
     return files
 
 
