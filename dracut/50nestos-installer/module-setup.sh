@@ -78,7 +78,7 @@ LAUNCHER
     # Tools the installer runs (optional ones may be absent on some hosts).
     inst_multiple -o gpg gpgv gpgconf gpg-agent sfdisk sgdisk blkid lsblk partx wipefs \
         blockdev findmnt mount umount udevadm sync lvm mdadm zipl chreipl vmcp \
-        dd cat sh bash grep dirname mkdir rm ln ls sulogin
+        dd cat echo sh bash grep dirname mkdir rm ln ls sulogin
 
     # Where `make install` put them (PREFIX=/usr), under an optional staging root.
     local unitsrc="${src}/usr/lib/systemd/system"

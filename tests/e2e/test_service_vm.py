@@ -5,7 +5,8 @@ DESTDIR=`), with an appended cpio holding an installer.d config, a small signed 
 image, its key and an Ignition config. VM 1 installs to its blank disk and reboots
 (QEMU exits with -no-reboot); VM 2 gets a corrupted image, fails, reaches
 emergency.target (rd.emergency=poweroff ends the VM instead of a reboot loop) and leaves
-its disk's partition table wiped. Both run at once. Run alone with `make e2e`.
+its disk's partition table wiped; VM 3 (skip_reboot) installs and stops at a login
+shell. All three run at once. Run alone with `make e2e`.
 """
 
 from __future__ import annotations
@@ -114,27 +115,36 @@ def test_service_installs_then_fails_safely(
     metal: MetalImage,
     signing_key: SigningKey,
 ) -> None:
-    # Two VMs at once (they are independent): a good install on a blank disk, and a
-    # corrupted image on a disk that already holds the metal image's partition table.
-    run1, run2 = tmp_path / "run1", tmp_path / "run2"
-    disk1, disk2 = run1 / "disk.img", run2 / "disk.img"
-    for d, disk in ((run1, disk1), (run2, disk2)):
+    # Three VMs at once (they are independent): a good install on a blank disk; a
+    # corrupted image on a disk that already holds the metal image's partition table;
+    # a good install with skip_reboot, which must end at a login shell, not a reboot.
+    runs = [tmp_path / f"run{i}" for i in (1, 2, 3)]
+    disks = [r / "disk.img" for r in runs]
+    for d, disk in zip(runs, disks, strict=True):
         d.mkdir()
         with disk.open("wb") as f:
             f.truncate(160 * MiB)
+    run1, run2, run3 = runs
+    disk1, disk2, disk3 = disks
     with metal.raw.open("rb") as src, disk2.open("r+b") as dst:
         shutil.copyfileobj(src, dst, MiB)
     assert [p.get("name") for p in partitions(disk2)["partitions"]]  # type: ignore[attr-defined]
     extra1 = payload(run1, metal, signing_key, corrupt=False)
     extra2 = payload(run2, metal, signing_key, corrupt=True)
-    with ThreadPoolExecutor(2) as pool:
+    extra3 = payload(run3, metal, signing_key, corrupt=False)
+    with ThreadPoolExecutor(3) as pool:
         f1 = pool.submit(
             boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=170
         )
         f2 = pool.submit(
             boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=170
         )
-        b1, b2 = f1.result(), f2.result()
+        f3 = pool.submit(
+            boot, vm_kernel, [base_initrd, extra3], disk3,
+            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=170,
+            stop_on="Starting login shell",
+        )  # fmt: skip
+        b1, b2, b3 = f1.result(), f2.result(), f3.result()
 
     # ---- VM 1: installed, then rebooted --------------------------------------------
     log = b1.log
@@ -169,3 +179,11 @@ def test_service_installs_then_fails_safely(
     wiped = partitions(disk2)
     assert wiped.get("label") == "gpt"
     assert wiped.get("partitions", []) == []
+
+    # ---- VM 3: skip_reboot → installed, login shell on the console, no reboot --------
+    log = b3.log
+    assert not b3.timed_out, log[-4000:]
+    assert "Install complete." in log, log[-4000:]
+    assert "NestOS install complete. Starting login shell" in log
+    assert "reboot: Restarting system" not in log
+    assert partitions(disk3).get("label") == "gpt"
