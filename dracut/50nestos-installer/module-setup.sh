@@ -78,7 +78,7 @@ LAUNCHER
     # Tools the installer runs (optional ones may be absent on some hosts).
     inst_multiple -o gpg gpgv gpgconf gpg-agent sfdisk sgdisk blkid lsblk partx wipefs \
         blockdev findmnt mount umount udevadm sync lvm mdadm zipl chreipl vmcp \
-        dd cat sh bash grep dirname mkdir rm sulogin
+        dd cat echo sh bash grep dirname mkdir rm ln ls sulogin
 
     # Where `make install` put them (PREFIX=/usr), under an optional staging root.
     local unitsrc="${src}/usr/lib/systemd/system"
@@ -86,6 +86,7 @@ LAUNCHER
     for unit in nestos-installer.service nestos-installer.target \
         nestos-installer-pre.target nestos-installer-post.target \
         nestos-installer-reboot.service nestos-installer-noreboot.service \
+        nestos-installer-secure-ipl-reboot.service \
         nestos-installer-disable-device-auto-activation.service; do
         inst_simple "${unitsrc}/${unit}" "${systemdsystemunitdir}/${unit}"
     done

@@ -4,12 +4,14 @@
 Run by module-setup.sh with the interpreter that has nestos-installer and its
 dependencies installed. Prints `tree<TAB>SRC<TAB>DEST` (copy a file or directory
 without its shared objects) and `so<TAB>SRC<TAB>DEST` (install with library
-dependencies) lines. The interpreter's stdlib keeps its path; nestos_inst and third-party packages go to one private directory that the
-initramfs launcher puts first on sys.path (works the same on every distribution).
+dependencies) lines. The interpreter's stdlib keeps its path; nestos_inst and
+third-party packages go to one private directory that the initramfs launcher puts first
+on sys.path (works the same on every distribution).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata as md
 import importlib.util
@@ -24,8 +26,18 @@ PRIVATE = "/usr/lib/nestos-installer/python"
 OPTIONAL = ("gpg", "systemd", "pyudev", "_yaml")
 # Heavy or build-only parts of the stdlib a live installer never imports.
 STDLIB_SKIP = {
-    "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-    "site-packages", "dist-packages", "distutils", "venv", "unittest",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "dist-packages",
+    "distutils",
+    "venv",
+    "unittest",
 }
 
 
@@ -80,10 +92,9 @@ def main() -> int:
     import nestos_inst
 
     for mod in pkgutil.walk_packages(nestos_inst.__path__, "nestos_inst."):
-        try:
+        # Optional parts may need bindings this host lacks: skip them.
+        with contextlib.suppress(Exception):
             importlib.import_module(mod.name)
-        except Exception:  # noqa: BLE001 - optional parts may need missing bindings
-            pass
     names = {m.split(".")[0] for m in list(sys.modules)}
     seen: set[str] = set()
     requirements("nestos-installer", seen)

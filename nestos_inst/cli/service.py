@@ -1,7 +1,8 @@
-"""Hidden `service` commands: what the systemd units and the generator execute.
+"""Hidden `service run`: what nestos-installer.service executes.
 
-They are hidden because operators never type them; the file and directory options
-let tests (and debugging) point the service at a fake command line and config dirs.
+Hidden because operators never type it; the file and directory options let tests (and
+debugging) point the service at a fake command line and config dirs. The generator is
+a plain sh script (units/nestos-installer-generator): it runs too early for Python.
 """
 
 from __future__ import annotations
@@ -19,22 +20,6 @@ def _run(args: argparse.Namespace) -> int:
 
     dirs = [Path(d) for d in args.config_dir] if args.config_dir else None
     run_service(cmdline_file=args.cmdline_file, dirs=dirs, device_timeout=args.device_timeout)
-    return 0
-
-
-def _generator(args: argparse.Namespace) -> int:
-    from ..service.cmdline import Cmdline
-    from ..service.generator import generate
-
-    dirs = [Path(d) for d in args.config_dir] if args.config_dir else None
-    generate(
-        Cmdline.read(args.cmdline_file),
-        Path(args.normal_dir),
-        Path(args.early_dir) if args.early_dir else None,
-        dirs=dirs,
-        in_initrd=args.initrd,
-        reboot_flag=Path(args.reboot_flag) if args.reboot_flag else None,
-    )
     return 0
 
 
@@ -70,20 +55,3 @@ def register(reg: Registry) -> None:
         default=120.0,
         help="How long to wait for the install device to appear",
     )
-    g = reg.command(
-        "service generator",
-        "systemd generator: make the boot install if asked to",
-        _generator,
-        hidden=True,
-    )
-    _common(g)
-    g.add_argument("--reboot-flag", metavar="PATH", help="Reboot flag file to create")
-    g.add_argument(
-        "--initrd",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Treat the system as an initramfs (default: detect /etc/initrd-release)",
-    )
-    g.add_argument("normal_dir", metavar="NORMAL_DIR")
-    g.add_argument("early_dir", metavar="EARLY_DIR", nargs="?")
-    g.add_argument("late_dir", metavar="LATE_DIR", nargs="?")

@@ -32,7 +32,7 @@ def default_config_dirs() -> list[Path]:
 
 
 def config_files(dirs: Sequence[Path]) -> list[Path]:
-    """Regular files of each directory, sorted by name (like the shell glob)."""
+    """Regular files of each directory, sorted by name (like upstream's shell glob)."""
     files: list[Path] = []
     for d in dirs:
         try:
@@ -41,7 +41,8 @@ def config_files(dirs: Sequence[Path]) -> list[Path]:
             continue
         except OSError as e:
             raise NestosError(f"reading {d}") from e
-        files += [p for p in entries if p.is_file()]
+        # Like the shell glob `*`: dot files (editor leftovers) are not config.
+        files += [p for p in entries if p.is_file() and not p.name.startswith(".")]
     return files
 
 
@@ -99,10 +100,33 @@ def run_service(
     dirs: Sequence[Path] | None = None,
     device_timeout: float = DEVICE_WAIT_SECONDS,
 ) -> None:
-    """Run one unattended install; raises NestosError on any failure."""
+    """Run one unattended install; raises NestosError on any failure.
+
+    Every failure, including a bad karg or config file, also becomes a `failed`
+    journal record, so `journalctl -u nestos-installer` always says why.
+    """
+    dirs = default_config_dirs() if dirs is None else list(dirs)
+    reporter = JournalReporter()
+    with reporter:
+        try:
+            _run(reporter, cmdline_file, dirs, device_timeout)
+        except BaseException as e:
+            text = format_chain(e) if isinstance(e, NestosError) else repr(e)
+            reporter.stage("failed", f"Install failed: {text}", priority=3)
+            raise
+        reporter.stage("complete", "Install complete.")
+    for d in dirs:
+        if d.is_symlink():
+            d.unlink(missing_ok=True)
+        elif d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run(
+    reporter: JournalReporter, cmdline_file: str | Path, dirs: Sequence[Path], timeout: float
+) -> None:
     from ..install.main import install
 
-    dirs = default_config_dirs() if dirs is None else list(dirs)
     kargs = parse_kargs(Cmdline.read(cmdline_file))
     for warning in kargs.warnings:
         print(warning, flush=True)
@@ -111,23 +135,12 @@ def run_service(
         raise NestosError("No install device specified.")
     cfg = build_config(kargs, files)
     profile = choose_profile(kargs, files)
-    device = cfg.dest_device
-    reporter = JournalReporter(device=device, image=_describe_image(cfg))
-    sources = [str(f) for f in files] + (["kernel command line"] if kargs.layer else [])
+    reporter.device = cfg.dest_device
+    reporter.image = _describe_image(cfg)
+    sources = [str(f) for f in files] + ["kernel command line"]
     print(f"nestos-installer install (from {', '.join(sources)})", flush=True)
-    if device:
-        wait_for_device(device, device_timeout)
-    with reporter:
-        reporter.stage("start", f"Installing to {device or '(no device)'}")
-        try:
-            install(cfg, profile=profile)
-        except BaseException as e:
-            text = format_chain(e) if isinstance(e, NestosError) else repr(e)
-            reporter.stage("failed", f"Install failed: {text}", priority=3)
-            raise
-        reporter.stage("complete", "Install complete.")
-    for d in dirs:
-        if d.is_dir() and not d.is_symlink():
-            shutil.rmtree(d, ignore_errors=True)
-        elif d.is_symlink():
-            d.unlink(missing_ok=True)
+    print("Running with arguments: " + " ".join(cfg.to_args()), flush=True)
+    if cfg.dest_device:
+        wait_for_device(cfg.dest_device, timeout)
+    reporter.stage("start", f"Installing to {cfg.dest_device or '(no device)'}")
+    install(cfg, profile=profile)

@@ -2,18 +2,19 @@
 
 The initramfs is Debian's kernel + our dracut module (installed from `make install
 DESTDIR=`), with an appended cpio holding an installer.d config, a small signed metal
-image, its key and an Ignition config. Boot 1 installs to the VM's disk and reboots
-(QEMU exits with -no-reboot); boot 2 gets a corrupted image, fails, reaches
+image, its key and an Ignition config. VM 1 installs to its blank disk and reboots
+(QEMU exits with -no-reboot); VM 2 gets a corrupted image, fails, reaches
 emergency.target (rd.emergency=poweroff ends the VM instead of a reboot loop) and leaves
-the partition table wiped. Run alone with `make e2e`.
+its disk's partition table wiped; VM 3 (skip_reboot) installs and stops at a login
+shell. All three run at once. Run alone with `make e2e`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,52 +115,75 @@ def test_service_installs_then_fails_safely(
     metal: MetalImage,
     signing_key: SigningKey,
 ) -> None:
-    disk = tmp_path / "disk.img"
-    with disk.open("wb") as f:
-        f.truncate(160 * MiB)
+    # Three VMs at once (they are independent): a good install on a blank disk; a
+    # corrupted image on a disk that already holds the metal image's partition table;
+    # a good install with skip_reboot, which must end at a login shell, not a reboot.
+    runs = [tmp_path / f"run{i}" for i in (1, 2, 3)]
+    disks = [r / "disk.img" for r in runs]
+    for d, disk in zip(runs, disks, strict=True):
+        d.mkdir()
+        with disk.open("wb") as f:
+            f.truncate(160 * MiB)
+    run1, run2, run3 = runs
+    disk1, disk2, disk3 = disks
+    with metal.raw.open("rb") as src, disk2.open("r+b") as dst:
+        shutil.copyfileobj(src, dst, MiB)
+    assert [p.get("name") for p in partitions(disk2)["partitions"]]  # type: ignore[attr-defined]
+    extra1 = payload(run1, metal, signing_key, corrupt=False)
+    extra2 = payload(run2, metal, signing_key, corrupt=True)
+    extra3 = payload(run3, metal, signing_key, corrupt=False)
+    with ThreadPoolExecutor(3) as pool:
+        f1 = pool.submit(
+            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=170
+        )
+        f2 = pool.submit(
+            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=170
+        )
+        f3 = pool.submit(
+            boot, vm_kernel, [base_initrd, extra3], disk3,
+            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=170,
+            stop_on="Starting login shell",
+        )  # fmt: skip
+        b1, b2, b3 = f1.result(), f2.result(), f3.result()
 
-    # ---- boot 1: install and reboot ------------------------------------------------
-    run1 = tmp_path / "run1"
-    run1.mkdir()
-    extra = payload(run1, metal, signing_key, corrupt=False)
-    b1 = boot(vm_kernel, [base_initrd, extra], disk, CMDLINE, workdir=run1, timeout=170)
+    # ---- VM 1: installed, then rebooted --------------------------------------------
     log = b1.log
     assert not b1.timed_out, log[-4000:]
     assert "Install complete." in log, log[-4000:]
     assert "Read disk" in log  # progress lines on the console
     assert "nestos-installer install (from /etc/nestos/installer.d/0000-e2e.yaml" in log
-    assert "emergency" not in log.lower()
+    assert "Emergency Mode" not in log
     assert "reboot: Restarting system" in log
 
-    table = partitions(disk)
+    table = partitions(disk1)
     assert table["label"] == "gpt"
     names = [p.get("name") for p in table["partitions"]]  # type: ignore[attr-defined]
     assert names == [p.get("name") for p in metal.partitions]
-    assert boot_file(disk, table, "/ignition/config.ign", run1) == IGNITION
-    bls = boot_file(disk, table, "/loader/entries/ostree-1.conf", run1)
+    assert boot_file(disk1, table, "/ignition/config.ign", run1) == IGNITION
+    bls = boot_file(disk1, table, "/loader/entries/ostree-1.conf", run1)
     options = next(line for line in bls.splitlines() if line.startswith("options "))
     assert "nestos.e2e=1" in options.split()
     assert "ignition.platform.id=qemu" in options.split()
-    firstboot = boot_file(disk, table, "/ignition.firstboot", run1)
+    firstboot = boot_file(disk1, table, "/ignition.firstboot", run1)
     assert "rd.neednet=1 ip=dhcp " in firstboot
 
-    # ---- boot 2: corrupted image → emergency, table wiped, no reboot ------------------
-    run2 = tmp_path / "run2"
-    run2.mkdir()
-    extra = payload(run2, metal, signing_key, corrupt=True)
-    b2 = boot(vm_kernel, [base_initrd, extra], disk, CMDLINE, workdir=run2, timeout=170)
+    # ---- VM 2: failure on the console, emergency.target, no reboot, table wiped ------
     log = b2.log
     assert not b2.timed_out, log[-4000:]
-    assert "Error: install failed" in log or "install failed" in log, log[-4000:]
+    assert "Error: install failed" in log, log[-4000:]
     assert "Resetting partition table" in log
-    assert (
-        "Reached target emergency.target" in log.replace("\x1b[0;1;39m", "").replace("\x1b[0m", "")
-        or "Emergency Mode" in log
-    )
+    assert "Emergency Mode" in log
     assert "Install complete." not in log
     assert "reboot: Restarting system" not in log
     assert "reboot: Power down" in log
-    wiped = partitions(disk)
+    wiped = partitions(disk2)
     assert wiped.get("label") == "gpt"
     assert wiped.get("partitions", []) == []
-    os.unlink(disk)
+
+    # ---- VM 3: skip_reboot → installed, login shell on the console, no reboot --------
+    log = b3.log
+    assert not b3.timed_out, log[-4000:]
+    assert "Install complete." in log, log[-4000:]
+    assert "NestOS install complete. Starting login shell" in log
+    assert "reboot: Restarting system" not in log
+    assert partitions(disk3).get("label") == "gpt"

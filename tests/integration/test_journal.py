@@ -199,6 +199,8 @@ def test_service_install_journal_fields(
     assert "Install complete." in err
     out = proc.stdout.decode()
     assert f"nestos-installer install (from {conf}/0000-test.yaml, kernel command line)" in out
+    assert f"Running with arguments: --image-file {image} " in out
+    assert "--platform qemu" in out and "--fetch-retries infinite" in out
     records = [decode(d) for d in drain(fake_journald)]
     stages = [r[P + "STAGE"] for r in records]
     assert stages[0] == "start" and stages[-1] == "complete"
@@ -244,3 +246,22 @@ def test_service_failure_is_logged_and_keeps_config(
     table = json.loads(proc.stdout)
     assert table["partitiontable"]["label"] == "gpt"
     assert table["partitiontable"].get("partitions", []) == []
+
+
+def test_bad_karg_is_logged_before_anything_is_touched(
+    tmp_path: Path, fake_journald: socket.socket
+) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("nestos.inst.install_dev=/dev/vda nestos.inst.image_url=foo\n")
+    conf = tmp_path / "installer.d"
+    conf.mkdir()
+    (conf / "a.yaml").write_text("platform: qemu\n")
+    proc = run_cli("service", "run", "--cmdline-file", cmdline, "--config-dir", conf)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert err.startswith('Error: parsing kernel argument "nestos.inst.image_url=foo"')
+    (rec,) = [decode(d) for d in drain(fake_journald)]
+    assert rec[P + "STAGE"] == "failed"
+    assert 'kernel argument "nestos.inst.image_url=foo"' in rec["MESSAGE"]
+    assert P + "DEVICE" not in rec
+    assert (conf / "a.yaml").read_text() == "platform: qemu\n"

@@ -26,6 +26,7 @@ UNITS = (
     "nestos-installer-post.target",
     "nestos-installer-reboot.service",
     "nestos-installer-noreboot.service",
+    "nestos-installer-secure-ipl-reboot.service",
     "nestos-installer-disable-device-auto-activation.service",
 )
 POST = "/usr/lib/systemd/system/nestos-installer-post.target"
@@ -67,7 +68,7 @@ def sysroot(tmp_path: Path, staged: Path) -> Iterator[Path]:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "bin").symlink_to("usr/bin")
     (root / "sbin").symlink_to("usr/sbin")
-    for exe in ("/usr/bin/systemctl", "/bin/echo", "/usr/sbin/sulogin"):
+    for exe in ("/usr/bin/systemctl", "/bin/echo", "/usr/sbin/sulogin", "/bin/sh"):
         found = shutil.which(Path(exe).name) or exe
         dest = root / exe.lstrip("/")
         if not dest.exists():
@@ -148,17 +149,15 @@ def test_hook_units_enable_into_the_flow(sysroot: Path) -> None:
 # ---- the generator (the real executable, with a fake command line) -----------------
 
 
-def cli_wrapper(tmp_path: Path) -> Path:
-    """A `nestos-installer` executable running this checkout."""
-    exe = tmp_path / "nestos-installer"
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m nestos_inst "$@"\n')
-    exe.chmod(0o755)
-    return exe
-
-
 def generator(
-    tmp_path: Path, cmdline: str, *extra: str, config: dict[str, str] | None = None
+    tmp_path: Path,
+    cmdline: str,
+    *,
+    initrd: bool = False,
+    config: dict[str, str] | None = None,
+    live_marker: bool = False,
 ) -> tuple[Path, Path, Path]:
+    """Run the real generator on a fake command line, config dirs and flag path."""
     cmd_file = tmp_path / "cmdline"
     cmd_file.write_text(cmdline + "\n")
     conf = tmp_path / "installer.d"
@@ -167,28 +166,24 @@ def generator(
         (conf / name).write_text(text)
     out, early, late = (tmp_path / n for n in ("normal", "early", "late"))
     flag = tmp_path / "run" / "nestos-installer-reboot"
+    (tmp_path / "live").touch()
     env = dict(os.environ)
-    env["NESTOS_INSTALLER"] = str(cli_wrapper(tmp_path))
-    env["NESTOS_INSTALLER_GENERATOR_STDIO"] = "1"
+    env.update(
+        NESTOS_INSTALLER_CMDLINE=str(cmd_file),
+        NESTOS_INSTALLER_CONFIG_DIRS=f"{conf} {tmp_path / 'absent.d'}",
+        NESTOS_INSTALLER_REBOOT_FLAG=str(flag),
+        NESTOS_INSTALLER_INITRD="1" if initrd else "0",
+        NESTOS_INSTALLER_LIVE_MARKERS=str(tmp_path / ("live" if live_marker else "absent")),
+        NESTOS_INSTALLER_GENERATOR_STDIO="1",
+    )
     proc = subprocess.run(
-        [
-            REPO / "units/nestos-installer-generator",
-            "--cmdline-file",
-            cmd_file,
-            "--config-dir",
-            conf,
-            "--reboot-flag",
-            flag,
-            *extra,
-            out,
-            early,
-            late,
-        ],
+        [REPO / "units/nestos-installer-generator", out, early, late],
         env=env,
         capture_output=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == proc.stderr == b""
     return out, early, flag
 
 
@@ -199,42 +194,75 @@ def generator(
         "coreos.inst.install_dev=/dev/sda",
         "coreos.inst.install_dev=sda",
         "nestos.inst.install_dev=/dev/vda nestos.inst.skip_reboot=0",
+        "nestos.inst.install_dev=/dev/vda nestos.inst.skip_reboot=off coreos.inst.skip_reboot",
+        "nestos.inst.install_dev=* nestos.inst.skip_reboot=",
     ],
 )
 def test_generator_install_and_reboot(tmp_path: Path, cmdline: str) -> None:
-    out, early, flag = generator(tmp_path, cmdline, "--no-initrd")
+    out, early, flag = generator(tmp_path, cmdline)
     assert os.readlink(out / "default.target") == POST
     assert flag.is_file()
     assert not early.exists()
 
 
-def test_generator_skip_reboot(tmp_path: Path) -> None:
-    out, _, flag = generator(
-        tmp_path, "nestos.inst.install_dev=/dev/vda coreos.inst.skip_reboot", "--no-initrd"
-    )
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        "nestos.inst.install_dev=/dev/vda coreos.inst.skip_reboot",
+        "nestos.inst.install_dev=/dev/vda nestos.inst.skip_reboot=1",
+        "coreos.inst.install_dev=/dev/vda nestos.inst.skip_reboot=0 nestos.inst.skip_reboot",
+    ],
+)
+def test_generator_skip_reboot(tmp_path: Path, cmdline: str) -> None:
+    out, _, flag = generator(tmp_path, cmdline)
     assert os.readlink(out / "default.target") == POST
     assert not flag.exists()
 
 
-@pytest.mark.parametrize("cmdline", ["quiet", "nestos.inst.install_dev=", "nestos.inst=yes"])
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        "quiet",
+        "nestos.inst.install_dev=",
+        "nestos.inst=yes",
+        "nestos.inst.install_devx=/dev/vda",
+        "coreos.inst.install_dev=/dev/sda nestos.inst.install_dev=",  # nestos. wins
+        "nestos.inst.install_dev=/dev/sda nestos.inst.install_dev=",  # last wins
+    ],
+)
 def test_generator_does_nothing_without_a_reason(tmp_path: Path, cmdline: str) -> None:
-    out, early, flag = generator(tmp_path, cmdline, "--no-initrd")
+    out, early, flag = generator(tmp_path, cmdline)
     assert not out.exists() and not early.exists() and not flag.exists()
 
 
 def test_generator_non_empty_installer_d(tmp_path: Path) -> None:
     out, _, flag = generator(
-        tmp_path, "quiet", "--no-initrd", config={"0000-customize.yaml": "dest-device: /dev/vda\n"}
+        tmp_path, "quiet", config={"0000-customize.yaml": "dest-device: /dev/vda\n"}
     )
     assert os.readlink(out / "default.target") == POST
     assert flag.is_file()
 
 
 def test_generator_in_initrd_aliases_initrd_target(tmp_path: Path) -> None:
-    out, early, flag = generator(tmp_path, "nestos.inst.install_dev=/dev/vda", "--initrd")
+    out, early, flag = generator(tmp_path, "nestos.inst.install_dev=/dev/vda", initrd=True)
     assert os.readlink(early / "initrd.target") == POST
     assert not (out / "default.target").exists()
     assert flag.is_file()
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "live"),
+    [
+        ("nestos.inst.install_dev=/dev/vda root=/dev/sda4", False),
+        ("nestos.inst.install_dev=/dev/vda", True),
+    ],
+)
+def test_generator_leaves_installing_to_the_real_root(
+    tmp_path: Path, cmdline: str, live: bool
+) -> None:
+    """A live or root= initramfs switches root first; the live root's run installs."""
+    out, early, flag = generator(tmp_path, cmdline, initrd=True, live_marker=live)
+    assert not out.exists() and not early.exists() and not flag.exists()
 
 
 def test_disable_device_auto_activation_is_idempotent(tmp_path: Path) -> None:

@@ -277,6 +277,7 @@ def test_files_in_name_order_then_kargs(tmp_path: Path) -> None:
     write(d / "10-b.yaml", "append-karg: [a, b]\nplatform: aws\nfetch-retries: 1\n")
     write(d / "01-a.yaml", "append-karg: [c, d]\nplatform: gcp\nstream: next\n")
     (d / "subdir").mkdir()
+    write(d / ".10-b.yaml.swp", "garbage: [")
     files = config_files([d])
     assert [f.name for f in files] == ["01-a.yaml", "10-b.yaml"]
     kc = parse_kargs(
