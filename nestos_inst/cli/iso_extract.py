@@ -349,7 +349,7 @@ def register(reg: Registry) -> None:
 
     p = reg.command(
         "iso extract minimal-iso",
-        "Extract a minimal ISO from a CoreOS live ISO image",
+        "Extract a minimal ISO from a live ISO image",
         cmd_extract_minimal_iso,
     )
     p.add_argument("--output-rootfs", metavar="PATH", help="Extract rootfs image as well")
