@@ -69,7 +69,7 @@ class MinisoPair:
 
 def rootfs_bytes(size: int = ROOTFS_SIZE, seed: int = 7) -> bytes:
     """Incompressible, so a wrong table shows up as a size blow-up, not just a hash."""
-    return random.Random(seed).randbytes(size)
+    return random.Random(seed).randbytes(size)  # noqa: S311 - test data, not secrets
 
 
 def build_pair(work: Path, spec: LiveIsoSpec | None = None) -> tuple[MinisoPair, LiveIso]:
