@@ -223,7 +223,7 @@ def unpack(data: MinisoData, full_fd: int, full_size: int, sink: Sink, limit: in
 @dataclass
 class PackResult:
     data: MinisoData
-    matched: int  # table entries including hard-link duplicates
+    matched: int  # minimal ISO files found in the full ISO
     minimal_files: int
     skipped: int
     written: int
@@ -235,7 +235,7 @@ def iso_files(fs: IsoFs) -> dict[str, Record]:
 
 
 def build_table(full: dict[str, Record], minimal: dict[str, Record]) -> tuple[list[Entry], int]:
-    """Shared files as sorted entries; returns (entries, matched count incl. duplicates)."""
+    """Shared files as sorted, de-duplicated entries, and how many files matched."""
     entries: list[Entry] = []
     for path, mrec in minimal.items():
         frec = full.get(path)
@@ -246,7 +246,8 @@ def build_table(full: dict[str, Record], minimal: dict[str, Record]) -> tuple[li
         if mrec.length == 0:
             continue  # nothing to copy; empty files may share a sector with anything
         entries.append(Entry(mrec.address, frec.address, mrec.length))
-    matched = len(entries)
+    # Every minimal file matched (else we raised above), like upstream's count.
+    matched = len(minimal)
     unique = sorted(set(entries))
     try:
         validate_table(unique)
