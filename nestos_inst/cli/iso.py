@@ -390,6 +390,10 @@ def register(reg: Registry) -> None:
     p.add_argument("-d", "--default", action="store_true", help="Show default kernel args")
     _iso(p)
 
+    from .iso_extract import register as register_extract  # imports this module
+
+    register_extract(reg)
+
     p = reg.command("iso reset", "Restore a live ISO image to default settings", cmd_reset)
     _output(p)
     _iso(p)
