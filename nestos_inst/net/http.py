@@ -39,7 +39,7 @@ __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 4
 # Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
 # hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
 TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
