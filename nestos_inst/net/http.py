@@ -157,6 +157,10 @@ class HttpResponse(io.RawIOBase):
             try:
                 req = client.build_request("GET", self.request_url, headers=headers)
                 resp = await client.send(req, stream=True, follow_redirects=True)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+                raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                    _error_text(exc)
+                )
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TooManyRedirects) or not self._budget.can_retry():
                     raise NestosError(f"fetching '{self.request_url}'") from NestosError(

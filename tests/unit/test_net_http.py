@@ -208,3 +208,11 @@ def test_fetch_bytes_limit(server: Server) -> None:
     server.add("/sig2", b"x" * 2000, content_length=False)
     with pytest.raises(NestosError, match="reading"):
         http.fetch_bytes(server.url("/sig2"), limit=1000)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http://[::1/x", "http://"])
+def test_bad_urls_fail_at_once(url: str, sleeps: list[float]) -> None:
+    with pytest.raises(NestosError) as info:
+        http.fetch(url, retries=3, sleep=fake_sleep(sleeps))
+    assert chain(info.value)[0] == f"fetching '{url}'"
+    assert sleeps == []
