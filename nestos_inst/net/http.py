@@ -247,6 +247,7 @@ class HttpResponse(io.RawIOBase):
         assert self._resp is not None
         resp = self._resp
         have = 0
+        have_at_last_error = 0
         skip = 0
         pending: list[bytes] = []
         size = 0
@@ -282,6 +283,9 @@ class HttpResponse(io.RawIOBase):
                         raise NestosError(f"reading '{self.url}'") from NestosError(
                             _error_text(exc)
                         )
+                    if have > have_at_last_error:
+                        self._budget.delay = 1.0  # progress since the last break: start over
+                    have_at_last_error = have
                     await self._budget.backoff(self.url, _error_text(exc))
                     resp, skip = await self._resume(have)
                     self._resp = resp

@@ -127,6 +127,8 @@ def test_resume_after_drop(
     assert [h.status for h in hits] == [200, 206, 206]
     assert hits[1].headers["range"] == "bytes=1000000-"
     assert hits[2].headers["range"] == "bytes=2000000-"
+    # Each break came after progress, so the backoff starts again at 1 s.
+    assert [d / http._delay_scale() for d in sleeps] == [1.0, 1.0]
     if validator:
         assert "if-range" in hits[1].headers
     else:
