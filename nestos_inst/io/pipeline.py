@@ -76,10 +76,14 @@ def copy_to_fd(
                 continue
         return False
 
+    # read1 hands out whatever one decoder step produced, without assembling (copying)
+    # full chunks; the writer does not care about chunk sizes.
+    pull: Callable[[int], bytes] = getattr(reader, "read1", None) or reader.read
+
     def produce() -> None:
         try:
             while not stop.is_set():
-                data = reader.read(chunk)
+                data = pull(chunk)
                 if not data:
                     put(_EOF)
                     return

@@ -465,7 +465,7 @@ def workers_for(dict_size: int | None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = max(1, min(cores or 1, 4))
     if dict_size is not None and dict_size > 16 << 20:
-        n = min(n, 2 if dict_size <= 64 << 20 else 1)
+        n = 1  # xz -8/-9: each decoder allocates its 32/64 MiB dictionary
     return n
 
 
