@@ -14,7 +14,7 @@ Streams whose first block header carries no compressed size (single-threaded xz)
 liblzma's own stream decoder unchanged; that is as fast as decoding gets for them.
 Workers: one per core (fewer for huge dictionaries) take blocks in stream order; the
 splitter admits blocks while their compressed + decoded bytes in flight stay under a
-16 MiB budget, so finished blocks can wait for the consumer without idling a core.
+12 MiB budget, so finished blocks can wait for the consumer without idling a core.
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ class _XzParallel(_Decoder):
         first: BlockHeader,
         raw: bytes,
         workers: int,
-        budget: int = 16 << 20,
+        budget: int = 12 << 20,
     ) -> None:
         super().__init__(inp, concatenated)
         self._sh = _Shared(budget)
