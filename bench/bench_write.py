@@ -115,10 +115,14 @@ def _replicate_xz(src: Path, copies: int, out: Path) -> None:
     """
     from nestos_inst.io import xzpar
 
-    data = src.read_bytes()
-    footer = data[-12:]
-    index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
-    index = data[-12 - index_size : -12]
+    total = src.stat().st_size
+    with open(src, "rb") as f:
+        head = f.read(12)
+        f.seek(total - 12)
+        footer = f.read(12)
+        index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+        f.seek(total - 12 - index_size)
+        index = f.read(index_size)
     count, pos = xzpar.decode_vli(index, 1)
     records = []
     for _ in range(count):
@@ -132,13 +136,18 @@ def _replicate_xz(src: Path, copies: int, out: Path) -> None:
     new += bytes(-len(new) % 4)
     new += (zlib.crc32(bytes(new)) & 0xFFFFFFFF).to_bytes(4, "little")
     tail = (len(new) // 4 - 1).to_bytes(4, "little") + footer[8:10]
-    blocks = memoryview(data)[12 : len(data) - 12 - index_size]
-    with open(out, "wb") as f:
-        f.write(data[:12])
+    with open(out, "wb") as dst:
+        dst.write(head)
         for _ in range(copies):
-            f.write(blocks)
-        f.write(bytes(new))
-        f.write((zlib.crc32(tail) & 0xFFFFFFFF).to_bytes(4, "little") + tail + b"YZ")
+            with open(src, "rb") as f:
+                f.seek(12)
+                left = total - 24 - index_size
+                while left:
+                    block = f.read(min(left, 8 * MIB))
+                    dst.write(block)
+                    left -= len(block)
+        dst.write(bytes(new))
+        dst.write((zlib.crc32(tail) & 0xFFFFFFFF).to_bytes(4, "little") + tail + b"YZ")
 
 
 def compressed(fmt: str, size_mib: int) -> Path:
@@ -151,7 +160,9 @@ def compressed(fmt: str, size_mib: int) -> Path:
             if fmt == "zst":  # consecutive frames are one zstd stream
                 with open(out, "wb") as dst:
                     for _ in range(copies):
-                        dst.write(one.read_bytes())
+                        with open(one, "rb") as src:
+                            while block := src.read(8 * MIB):
+                                dst.write(block)
             else:
                 _replicate_xz(one, copies, out)
 
@@ -180,8 +191,22 @@ def loop_device(size: int) -> Iterator[str]:
         backing.unlink(missing_ok=True)
 
 
-def timed(argv_list: list[list[str]], stdin_path: str) -> tuple[float, int]:
-    """Run a pipeline of argv lists; wall seconds and peak RSS (KiB) of its members."""
+def _hwm_kib(pid: int) -> int:
+    """VmHWM: the peak RSS of the process's own memory since exec (not the forked parent's,
+    which ru_maxrss would include)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def timed(argv_list: list[list[str]], stdin_path: str) -> tuple[float, int, float]:
+    """Run a pipeline of argv lists: wall seconds, peak RSS (KiB, largest member) and CPU
+    seconds of all members."""
     start = time.monotonic()
     procs: list[subprocess.Popen[bytes]] = []
     with open(stdin_path, "rb") as first_in:
@@ -198,21 +223,30 @@ def timed(argv_list: list[list[str]], stdin_path: str) -> tuple[float, int]:
                 procs[-1].stdout.close()
             prev = proc.stdout if proc.stdout is not None else subprocess.DEVNULL
             procs.append(proc)
-        peak = 0
-        for proc in procs:
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            peak = max(peak, usage.ru_maxrss)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{proc.args!r} failed with {proc.returncode}")
-    return time.monotonic() - start, peak
+        peak: dict[int, int] = {}
+        cpu = 0.0
+        running = list(procs)
+        while running:
+            for proc in list(running):
+                hwm = _hwm_kib(proc.pid)
+                peak[proc.pid] = max(peak.get(proc.pid, 0), hwm)
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == 0:
+                    continue
+                running.remove(proc)
+                cpu += usage.ru_utime + usage.ru_stime
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{proc.args!r} failed with {proc.returncode}")
+            time.sleep(0.05)
+    return time.monotonic() - start, max(peak.values()), cpu
 
 
-def ours(path: Path, dev: str) -> tuple[float, int]:
+def ours(path: Path, dev: str) -> tuple[float, int, float]:
     return timed([[sys.executable, str(Path(__file__).resolve()), "--child", dev]], str(path))
 
 
-def baseline(fmt: str, path: Path, dev: str) -> tuple[float, int]:
+def baseline(fmt: str, path: Path, dev: str) -> tuple[float, int, float]:
     dd = ["dd", f"of={dev}", "bs=1M", "conv=fsync", "status=none", "iflag=fullblock"]
     return timed([FORMATS[fmt][2], dd], str(path))
 
@@ -232,6 +266,10 @@ def child(dev: str) -> int:
     return 0
 
 
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_write needs root (losetup); skipped")
@@ -244,28 +282,35 @@ def main() -> int:
     inputs = {fmt: compressed(fmt, size_mib) for fmt in wanted}
     nbytes = size_mib * MIB
     failed = False
-    print(f"image {size_mib} MiB, best of {reps}; MB/s of decompressed data")
-    print(f"{'format':7} {'baseline':>9} {'ours':>9} {'ratio':>6} {'goal':>5}  RSS ours/base MiB")
+    print(f"image {size_mib} MiB, best of {reps}; MB/s of decompressed data; load {_load()}")
+    print(
+        f"{'format':7} {'baseline':>9} {'ours':>9} {'ratio':>6} {'goal':>5}  "
+        "peak RSS ours/base MiB, CPU s ours/base"
+    )
     with loop_device(max(size_mib, rss_gib * 1024) * MIB + MIB) as dev:
         for fmt, path in inputs.items():
-            base_t, ours_t, base_rss, ours_rss = 1e9, 1e9, 0, 0
+            base_t, ours_t, base_rss, ours_rss, base_cpu, ours_cpu = 1e9, 1e9, 0, 0, 0.0, 0.0
             for _ in range(reps):
-                t, r = baseline(fmt, path, dev)
-                base_t, base_rss = min(base_t, t), max(base_rss, r)
-                t, r = ours(path, dev)
-                ours_t, ours_rss = min(ours_t, t), max(ours_rss, r)
+                t, r, c = baseline(fmt, path, dev)
+                if t < base_t:
+                    base_t, base_cpu = t, c
+                base_rss = max(base_rss, r)
+                t, r, c = ours(path, dev)
+                if t < ours_t:
+                    ours_t, ours_cpu = t, c
+                ours_rss = max(ours_rss, r)
             ratio = base_t / ours_t
             ok = ratio >= GOALS[fmt]
             failed |= not ok
             print(
                 f"{fmt:7} {nbytes / base_t / 1e6:9.1f} {nbytes / ours_t / 1e6:9.1f} "
-                f"{ratio:6.2f} {GOALS[fmt]:5.1f}  {ours_rss / 1024:.0f}/{base_rss / 1024:.0f}"
-                f"{'' if ok else '  BELOW GOAL'}",
+                f"{ratio:6.2f} {GOALS[fmt]:5.1f}  {ours_rss / 1024:.0f}/{base_rss / 1024:.0f}, "
+                f"{ours_cpu:.1f}/{base_cpu:.1f}{'' if ok else '  BELOW GOAL'}  (load {_load()})",
                 flush=True,
             )
             if rss_gib and rss_gib * 1024 != size_mib and fmt in rss_formats:
                 big = compressed(fmt, rss_gib * 1024)
-                t, big_rss = ours(big, dev)
+                t, big_rss, _ = ours(big, dev)
                 growth = big_rss / max(ours_rss, 1)
                 rss_ok = big_rss <= 100 * 1024 and growth <= 1.10
                 failed |= not rss_ok

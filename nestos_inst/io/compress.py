@@ -171,40 +171,59 @@ class _Decoder(io.RawIOBase):
     def _truncated(self) -> FormatError:
         return FormatError(f"unexpected end of {self.fmt} stream (truncated input)")
 
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
+    @property
+    def format(self) -> str:
+        """The sniffed container format: gzip, xz, zstd or raw."""
+        return self.fmt
+
+    def _piece(self, size: int) -> bytes:
+        """Up to `size` bytes from one decoder step (b"" only at the end).
+
+        Small requests decode a bigger piece and keep the rest, so byte-wise reading
+        stays cheap; large ones hand the decoder's own bytes object out uncopied."""
         if self._off < len(self._buf):
             out = self._buf[self._off : self._off + size]
             self._off += len(out)
             return out
-        if self._done or size == 0:
+        if self._done or size <= 0:
             return b""
-        data = self._produce(size)
-        if len(data) > size:  # decoders may hand out bigger pieces: keep the rest
+        data = self._produce(max(size, OUT_BUFFER))
+        if len(data) > size:
             self._buf, self._off = data, size
             return data[:size]
         return data
 
+    def read1(self, size: int = -1) -> bytes:
+        """Whatever one decoder step gives (at least a byte unless at the end)."""
+        return self._piece(size if size is not None and size >= 0 else 1 << 20)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Exactly `size` bytes unless the stream ends first (like a buffered file)."""
+        if size is None or size < 0:
+            return self.readall()
+        first = self._piece(size)
+        if len(first) == size or not first:
+            return first
+        parts = [first]
+        got = len(first)
+        while got < size:
+            data = self._piece(size - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
     def readall(self) -> bytes:
         parts: list[bytes] = []
-        while True:
-            data = self.read(1 << 20)
-            if not data:
-                return b"".join(parts)
+        while data := self._piece(1 << 20):
             parts.append(data)
+        return b"".join(parts)
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = len(b)
-        if self._off >= len(self._buf):
-            if self._done:
-                return 0
-            self._buf = self._produce(n)
-            self._off = 0
-        k = min(n, len(self._buf) - self._off)
-        b[:k] = self._buf[self._off : self._off + k]
-        self._off += k
-        return k
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 class _RawDecoder(_Decoder):
@@ -447,12 +466,6 @@ def open_decompressed(src: BinaryIO, *, concatenated: bool = False) -> BinaryIO:
         decoder = _ZstdDecoder(inp, concatenated)
     else:
         decoder = _RawDecoder(inp, concatenated)
-    return _Stream(decoder)
-
-
-class _Stream(io.BufferedReader):
-    """BufferedReader that also reports the sniffed format."""
-
-    def __init__(self, raw: _Decoder) -> None:
-        super().__init__(raw, buffer_size=OUT_BUFFER)
-        self.format: Format = raw.fmt  # type: ignore[assignment]
+    # The decoder is itself the stream: read(n) fills n bytes like a buffered file,
+    # read1(n) hands out decoded pieces without copying them (copy_to_fd uses it).
+    return cast(BinaryIO, decoder)

@@ -12,12 +12,15 @@ and trailing data are rejected exactly as by the serial decoder.
 
 Streams whose first block header carries no compressed size (single-threaded xz) go to
 liblzma's own stream decoder unchanged; that is as fast as decoding gets for them.
-Memory: at most `jobs` blocks in flight, each with a few MiB of queued input and output.
+Workers: one per core (fewer for huge dictionaries) take blocks in stream order; the
+splitter admits blocks while their compressed + decoded bytes in flight stay under a
+12 MiB budget, so finished blocks can wait for the consumer without idling a core.
 """
 
 from __future__ import annotations
 
 import lzma
+import os
 import queue
 import threading
 import zlib
@@ -164,9 +167,14 @@ class _Job:
     offset: int
     header: bytes
     unpadded: int
+    cost: int  # bytes charged against the in-flight budget
+    out_chunks: int = 4
     inp: queue.Queue[object] = field(default_factory=lambda: queue.Queue(maxsize=4))
-    out: queue.Queue[object] = field(default_factory=lambda: queue.Queue(maxsize=4))
+    out: queue.Queue[object] = field(init=False)
     produced: int = 0
+
+    def __post_init__(self) -> None:
+        self.out = queue.Queue(maxsize=self.out_chunks)
 
 
 @dataclass
@@ -179,10 +187,13 @@ class _Finish:
 class _Shared:
     """State shared with the threads (never the decoder itself, so it can be collected)."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, budget: int) -> None:
         self.stop = threading.Event()
-        self.slots = threading.Semaphore(jobs)
-        self.order: queue.Queue[object] = queue.Queue()
+        self.order: queue.Queue[object] = queue.Queue()  # jobs, in stream order
+        self.work: queue.Queue[object] = queue.Queue()  # the same jobs, for the workers
+        self.budget = budget
+        self.inflight = 0
+        self.cond = threading.Condition()
 
     def put(self, q: queue.Queue[object], item: object) -> bool:
         while not self.stop.is_set():
@@ -201,11 +212,32 @@ class _Shared:
                 continue
         raise FormatError("xz decoding was cancelled")
 
-    def acquire(self) -> bool:
-        while not self.stop.is_set():
-            if self.slots.acquire(timeout=POLL):
-                return True
+    def charge(self, cost: int) -> bool:
+        """Admit a block once the in-flight bytes allow it (always when none are)."""
+        with self.cond:
+            while not self.stop.is_set():
+                if self.inflight == 0 or self.inflight + cost <= self.budget:
+                    self.inflight += cost
+                    return True
+                self.cond.wait(POLL)
         return False
+
+    def credit(self, cost: int) -> None:
+        with self.cond:
+            self.inflight -= cost
+            self.cond.notify_all()
+
+
+def _worker(sh: _Shared, check: int) -> None:
+    """Decode jobs in stream order of arrival: the oldest unfinished block always has a
+    worker, so a later block waiting for its output to be consumed never starves it."""
+    while True:
+        try:
+            job = sh.get(sh.work)
+        except FormatError:  # cancelled
+            return
+        assert isinstance(job, _Job)
+        _decode_block(sh, job, check)
 
 
 def _decode_block(sh: _Shared, job: _Job, check: int) -> None:
@@ -256,10 +288,11 @@ class _XzParallel(_Decoder):
         check: int,
         first: BlockHeader,
         raw: bytes,
-        jobs: int,
+        workers: int,
+        budget: int = 12 << 20,
     ) -> None:
         super().__init__(inp, concatenated)
-        self._sh = _Shared(jobs)
+        self._sh = _Shared(budget)
         self._job: _Job | None = None
         self._blocks: list[tuple[int, int]] = []
         # The threads never reference `self`: an abandoned decoder is collected, and
@@ -271,6 +304,10 @@ class _XzParallel(_Decoder):
             daemon=True,
         )
         self._producer.start()
+        for _ in range(workers):
+            threading.Thread(
+                target=_worker, args=(self._sh, check), name="xz-block", daemon=True
+            ).start()
 
     def _produce(self, n: int) -> bytes:
         sh = self._sh
@@ -293,7 +330,7 @@ class _XzParallel(_Decoder):
                 if chunk is _END:
                     self._blocks.append((job.unpadded, job.produced))
                     self._job = None
-                    sh.slots.release()
+                    sh.credit(job.cost)
                     continue
                 if isinstance(chunk, BaseException):
                     raise chunk
@@ -338,13 +375,16 @@ def _produce_blocks(
                 )
             body = header.compressed + (-header.compressed % 4) + check_size
             unpadded = header.size + header.compressed + check_size
-            job = _Job(offset, raw, unpadded)
-            if not sh.acquire():
+            # Output of blocks up to 16 MiB is queued whole so a worker never waits for
+            # the consumer; bigger ones stream through 4 chunks.
+            out_size = header.uncompressed if header.uncompressed is not None else 1 << 62
+            out_chunks = -(-out_size // OUT_CHUNK) + 1 if out_size <= 16 << 20 else 4
+            cost = min(body, 4 * IN_CHUNK) + min(out_size, (out_chunks - 1) * OUT_CHUNK)
+            job = _Job(offset, raw, unpadded, cost, out_chunks)
+            if not sh.charge(cost):
                 return
             sh.order.put(job)
-            threading.Thread(
-                target=_decode_block, args=(sh, job, check), name="xz-block", daemon=True
-            ).start()
+            sh.work.put(job)
             left = body
             while left:
                 piece = inp.read_exact(left if left <= WHOLE_BLOCK else min(left, IN_CHUNK))
@@ -420,13 +460,13 @@ def _read_index(inp: _Input, blocks: int) -> list[tuple[int, int]]:
     return records
 
 
-def jobs_for(dict_size: int | None) -> int:
-    """Blocks in flight: each decoder holds its dictionary, so big ones get fewer."""
-    if dict_size is None or dict_size <= 8 << 20:
-        return 3
-    if dict_size <= 32 << 20:
-        return 2
-    return 1
+def workers_for(dict_size: int | None) -> int:
+    """Decoding threads: one per core, fewer when each decoder's dictionary is big."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max(1, min(cores or 1, 4))
+    if dict_size is not None and dict_size > 16 << 20:
+        n = 1  # xz -8/-9: each decoder allocates its 32/64 MiB dictionary
+    return n
 
 
 def xz_decoder(inp: _Input, concatenated: bool, *, parallel: bool = True) -> _Decoder:
@@ -449,5 +489,5 @@ def xz_decoder(inp: _Input, concatenated: bool, *, parallel: bool = True) -> _De
         inp.unread(seen)
         return _XzDecoder(inp, concatenated)
     return _XzParallel(
-        inp, concatenated, check=check, first=first, raw=raw, jobs=jobs_for(first.dict_size)
+        inp, concatenated, check=check, first=first, raw=raw, workers=workers_for(first.dict_size)
     )

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from nestos_inst.errors import FormatError
+from nestos_inst.errors import FormatError, NestosError
 from nestos_inst.io.compress import TRAILING_DATA, PushbackReader, open_decompressed, sniff
 from tests.helpers import iomedia
 
@@ -55,6 +57,13 @@ def test_sniff() -> None:
     assert sniff(b"\x28\xb5\x2f\xfd") == "raw"  # needs more than the magic
     assert sniff(b"") == "raw"
     assert sniff(b"hello") == "raw"
+    for blob, fmt in (
+        (iomedia.gz(b"x"), "gzip"),
+        (iomedia.xz_single(b"x"), "xz"),
+        (iomedia.zst(b"x"), "zstd"),
+        (b"x", "raw"),
+    ):
+        assert getattr(open_decompressed(io.BytesIO(blob)), "format") == fmt  # noqa: B009
 
 
 def test_round_trip(encoded: tuple[str, bytes]) -> None:
@@ -231,3 +240,28 @@ def test_short_reads_from_source(encoded: tuple[str, bytes], step: int) -> None:
     _, data = encoded
     data_src = Trickle(data, step)
     assert open_decompressed(data_src).read() == DATA  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([b"\x1f\x8b\x08\x00", b"\xfd7zXZ\x00\x00\x04", b"\x28\xb5\x2f\xfd", b""]),
+    st.binary(max_size=300),
+    st.booleans(),
+)
+def test_fuzz_decoders_raise_only_our_errors(magic: bytes, body: bytes, concat: bool) -> None:
+    """Garbage after a format's magic: data or one of our errors, never a foreign one."""
+    try:
+        decode(magic + body, concatenated=concat)
+    except NestosError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["gzip", "zstd", "xz-multi"]))
+def test_fuzz_mutated_streams(pos: int, value: int, name: str) -> None:
+    blob = bytearray(ENCODERS[name](DATA[:20_000]))
+    blob[pos % len(blob)] = value
+    try:
+        decode(bytes(blob))
+    except NestosError:
+        pass

@@ -208,3 +208,31 @@ def test_copy_to_loop_device_with_limit(tmp_path: Path) -> None:
     assert disk[1 << 20 : 6 << 20] == data
     assert disk[6 << 20 :] == b"\xbb" * (2 << 20)
     assert src_path.read_bytes() == blob  # the input is never modified
+
+
+@pytest.mark.parametrize("fmt", ["gz", "xz-multi", "zst", "xz"])
+def test_memory_stays_bounded(fmt: str) -> None:
+    """Python-level allocations while copying 96 MiB stay far below the data size."""
+    import tracemalloc
+
+    size = 96 << 20
+    data = bytes(size)
+    if fmt == "gz":
+        blob = iomedia.gz(data)
+    elif fmt == "xz-multi":
+        blob = iomedia.xz_multiblock(data, block_size=3 << 20)
+    elif fmt == "zst":
+        blob = iomedia.zst(data)
+    else:
+        blob = iomedia.xz_single(data)
+    del data
+    fd = os.open(os.devnull, os.O_WRONLY)
+    tracemalloc.start()
+    try:
+        n = copy_to_fd(open_decompressed(io.BytesIO(blob)), fd, offset=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        os.close(fd)
+    assert n == size
+    assert peak < 40 << 20, f"peak {peak >> 20} MiB"

@@ -207,3 +207,22 @@ def test_fuzz_mutated_stream(flips: list[tuple[int, int]], cut: int) -> None:
         assert out == bytes(bad)  # no longer xz: passed through raw
     else:
         assert out == DATA  # only a no-op mutation can succeed
+
+
+def test_workers_for_dictionary_sizes() -> None:
+    assert 1 <= xzpar.workers_for(None) <= 4
+    assert xzpar.workers_for(1 << 20) == xzpar.workers_for(None)
+    assert xzpar.workers_for(64 << 20) == 1
+    assert xzpar.lzma2_dict_size(0) == 4096
+    assert xzpar.lzma2_dict_size(18) == 2 << 20
+    assert xzpar.lzma2_dict_size(40) == 0xFFFFFFFF
+    with pytest.raises(FormatError):
+        xzpar.lzma2_dict_size(41)
+
+
+def test_large_blocks_stream_through_bounded_queues() -> None:
+    """Blocks bigger than the whole-block limits (input streamed, output in 4 chunks)."""
+    data = iomedia.payload(20 << 20, seed=11)
+    blob = iomedia.xz_multiblock(data, block_size=18 << 20)
+    assert type(decoder_of(blob)).__name__ == "_XzParallel"
+    assert decode(blob) == data
