@@ -236,7 +236,11 @@ def register(reg: Registry) -> None:
     """Register this module's working commands."""
     p = reg.command("download", "Download a NestOS image", cmd_download)
     p.add_argument(
-        "-s", "--stream", default=DEFAULT.default_stream, metavar="NAME", help="NestOS stream"
+        "-s",
+        "--stream",
+        default=DEFAULT.default_stream,
+        metavar="NAME",
+        help="NestOS stream (default: %(default)s)",
     )
     p.add_argument(
         "-a",
@@ -245,10 +249,28 @@ def register(reg: Registry) -> None:
         metavar="NAME",
         help="Target CPU architecture (default: %(default)s)",
     )
-    p.add_argument("-p", "--platform", default="metal", metavar="NAME", help="NestOS platform name")
-    p.add_argument("-f", "--format", default="raw.xz", metavar="NAME", help="Image format")
+    p.add_argument(
+        "-p",
+        "--platform",
+        default="metal",
+        metavar="NAME",
+        help="NestOS platform name (default: %(default)s)",
+    )
+    p.add_argument(
+        "-f",
+        "--format",
+        default="raw.xz",
+        metavar="NAME",
+        help="Image format (default: %(default)s)",
+    )
     p.add_argument("-u", "--image-url", metavar="URL", help="Manually specify the image URL")
-    p.add_argument("-C", "--directory", default=".", metavar="PATH", help="Destination directory")
+    p.add_argument(
+        "-C",
+        "--directory",
+        default=".",
+        metavar="PATH",
+        help="Destination directory (default: %(default)s)",
+    )
     p.add_argument("-d", "--decompress", action="store_true", help="Decompress image")
     p.add_argument(
         "--insecure",
@@ -273,7 +295,11 @@ def register(reg: Registry) -> None:
 
     ls = reg.command("list-stream", "List available images in a NestOS stream", cmd_list_stream)
     ls.add_argument(
-        "-s", "--stream", default=DEFAULT.default_stream, metavar="NAME", help="NestOS stream"
+        "-s",
+        "--stream",
+        default=DEFAULT.default_stream,
+        metavar="NAME",
+        help="NestOS stream (default: %(default)s)",
     )
     ls.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
     ls.add_argument("--json", action="store_true", help="Print the rows as JSON")

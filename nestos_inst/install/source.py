@@ -83,13 +83,19 @@ class FileSource:
 
 def signature_url(url: str) -> str:
     """`.sig` appended to the URL's path; a query string stays after it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise NestosError(f"invalid URL '{url}'") from exc
     return urlunsplit(parts._replace(path=parts.path + ".sig"))
 
 
 def url_filename(url: str) -> str:
     """Last path segment of `url`, refusing anything that is not a plain file name."""
-    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    try:
+        segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    except ValueError as exc:
+        raise NestosError(f"invalid URL '{url}'") from exc
     name = unquote(segment)
     if name in ("", ".", "..") or "/" in name or "\0" in name or "\\" in name:
         raise NestosError(f"couldn't determine a file name from URL '{url}'")

@@ -39,7 +39,7 @@ __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 4
 # Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
 # hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
 TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
@@ -157,6 +157,10 @@ class HttpResponse(io.RawIOBase):
             try:
                 req = client.build_request("GET", self.request_url, headers=headers)
                 resp = await client.send(req, stream=True, follow_redirects=True)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+                raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                    _error_text(exc)
+                )
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TooManyRedirects) or not self._budget.can_retry():
                     raise NestosError(f"fetching '{self.request_url}'") from NestosError(
@@ -243,6 +247,7 @@ class HttpResponse(io.RawIOBase):
         assert self._resp is not None
         resp = self._resp
         have = 0
+        have_at_last_error = 0
         skip = 0
         pending: list[bytes] = []
         size = 0
@@ -278,6 +283,9 @@ class HttpResponse(io.RawIOBase):
                         raise NestosError(f"reading '{self.url}'") from NestosError(
                             _error_text(exc)
                         )
+                    if have > have_at_last_error:
+                        self._budget.delay = 1.0  # progress since the last break: start over
+                    have_at_last_error = have
                     await self._budget.backoff(self.url, _error_text(exc))
                     resp, skip = await self._resume(have)
                     self._resp = resp

@@ -7,6 +7,8 @@ import lzma
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestos_inst.cli.download import should_decompress
 from nestos_inst.errors import NestosError, VerifyError, chain
@@ -188,3 +190,16 @@ def test_upstream_signature_checks(upstream: Path, tmp_path: Path, name: str) ->
                 with pytest.raises(NestosError):
                     open_decompressed(reader.binary()).read()
                     reader.finish()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.sampled_from(["https://h/", "https://[", "http://h:x/"]))
+def test_url_filename_only_raises_our_error(text: str, prefix: str) -> None:
+    try:
+        signature_url(prefix + text)
+        name = url_filename(prefix + text)
+    except NestosError:
+        return
+    assert name not in ("", ".", "..")
+    assert "/" not in name
+    assert "\0" not in name
