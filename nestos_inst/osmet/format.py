@@ -294,7 +294,7 @@ def read_file(path: Path) -> OsmetFile:
         try:
             osmet = read_osmet(r)
         except FormatError as exc:
-            raise FormatError("failed to deserialize osmet table") from exc
+            raise FormatError("failed to deserialize osmet file") from exc
     try:
         validate(osmet)
     except FormatError as exc:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import __version__
-from ..errors import FormatError, NestosError, UsageError
+from ..errors import FormatError, NestosError, UsageError, context
 from ..profile import DEFAULT
 from ..run import run
 from .fiemap import fiemap_path
@@ -360,19 +360,24 @@ def pack(
             os_architecture=architecture or platform.machine(),
         )
         out_dir = output_path.resolve().parent
-        fd, tmpname = tempfile.mkstemp(
-            prefix=f"{DEFAULT.unit_prefix}-osmet", suffix=".partial", dir=out_dir
-        )
+        with context(f"creating temporary file in {out_dir}"):
+            fd, tmpname = tempfile.mkstemp(
+                prefix=f"{DEFAULT.unit_prefix}-osmet", suffix=".partial", dir=out_dir
+            )
         tmp = Path(tmpname)
         try:
-            with os.fdopen(fd, "wb") as out, device.open("rb", buffering=1 << 20) as dev:
-                out.write(header.encode())
-                table = osmet.encode()
-                out.write(table)
-                _eprint("Packing image")
-                written, skipped, compressed = write_packed(dev, out, partitions, 0 if fast else 9)
-                out.flush()
-                os.fsync(out.fileno())
+            _eprint("Packing image")
+            try:
+                with os.fdopen(fd, "wb") as out, device.open("rb", buffering=1 << 20) as dev:
+                    out.write(header.encode())
+                    out.write(osmet.encode())
+                    written, skipped, compressed = write_packed(
+                        dev, out, partitions, 0 if fast else 9
+                    )
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                raise NestosError(f"packing {device} into {tmp}") from exc
             if written + skipped != disk_size:
                 raise NestosError(
                     f"bytes written + skipped != block device size: {written} + {skipped} "
@@ -383,7 +388,8 @@ def pack(
             _eprint(f"Total bytes written (compressed): {compressed}")
             _eprint("Verifying that repacked image matches digest")
             _verify(read_file(tmp), root / "ostree" / "repo", checksum)
-            tmp.replace(output_path)
+            with context(f"renaming {tmp} to {output_path}"):
+                tmp.replace(output_path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()

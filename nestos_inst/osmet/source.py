@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,31 +25,24 @@ def default_dirs() -> list[Path]:
     return [Path(p.osmet_dir) for p in ALL]
 
 
-@dataclass
 class OsmetSource:
     """A rebuilt-on-the-fly disk image; `open()` checks every object before reading."""
 
-    osmet_file: OsmetFile
-    repo: Path
-    artifact_type: str = "disk"
-    sha256: str | None = None
+    def __init__(self, osmet_file: OsmetFile, repo: Path) -> None:
+        self.osmet_file = osmet_file
+        self.repo = repo
+        h = osmet_file.header
+        self.artifact_type: str = "disk"
+        self.filename: str = f"{osmet_file.path.stem}.raw"
+        self.length: int | None = osmet_file.osmet.size
+        self.description: str = (
+            f"Installing {h.os_description} {h.os_architecture} ({h.sector_size}-byte sectors)"
+        )
+        self.sha256: str | None = None
 
     @property
     def header(self) -> Header:
         return self.osmet_file.header
-
-    @property
-    def filename(self) -> str:
-        return f"{self.osmet_file.path.stem}.raw"
-
-    @property
-    def length(self) -> int | None:
-        return self.osmet_file.osmet.size
-
-    @property
-    def description(self) -> str:
-        h = self.header
-        return f"Installing {h.os_description} {h.os_architecture} ({h.sector_size}-byte sectors)"
 
     def open(self) -> BinaryIO:
         return open_image(self.osmet_file, self.repo)  # type: ignore[return-value]

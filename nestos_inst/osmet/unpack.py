@@ -274,29 +274,37 @@ def unpack_to_device(osmet_path: Path, repo: Path, device: Path) -> None:
             raise NestosError(f"image size {size} is larger than device size {dev_size}")
         reader = open_image(osmet_file, repo)
         try:
-            head = bytearray()
-            os.pwrite(fd, bytes(min(FIRST_MIB, size)), 0)
-            os.fsync(fd)
-            pos = 0
-            while data := reader.read(CHUNK):
-                if pos < FIRST_MIB:
-                    take = data[: FIRST_MIB - pos]
-                    head += take
-                    rest = memoryview(data)[len(take) :]
-                    pos += len(take)
-                    if rest:
-                        _write_all(fd, rest, pos)
-                        pos += len(rest)
-                else:
-                    _write_all(fd, memoryview(data), pos)
-                    pos += len(data)
-            os.fsync(fd)
-            _write_all(fd, memoryview(head), 0)
-            os.fsync(fd)
+            _copy_first_mib_last(reader, fd, size, device)
         finally:
             reader.close()
     finally:
         os.close(fd)
+
+
+def _copy_first_mib_last(reader: OsmetReader, fd: int, size: int, device: Path) -> None:
+    """Zeros over the first MiB first, the image after it, its first MiB last."""
+    try:
+        head = bytearray()
+        os.pwrite(fd, bytes(min(FIRST_MIB, size)), 0)
+        os.fsync(fd)
+        pos = 0
+        while data := reader.read(CHUNK):
+            if pos < FIRST_MIB:
+                take = data[: FIRST_MIB - pos]
+                head += take
+                rest = memoryview(data)[len(take) :]
+                pos += len(take)
+                if rest:
+                    _write_all(fd, rest, pos)
+                    pos += len(rest)
+            else:
+                _write_all(fd, memoryview(data), pos)
+                pos += len(data)
+        os.fsync(fd)
+        _write_all(fd, memoryview(head), 0)
+        os.fsync(fd)
+    except OSError as exc:
+        raise NestosError(f"writing to {device}") from exc
 
 
 def _write_all(fd: int, data: memoryview, offset: int) -> None:

@@ -398,3 +398,33 @@ def test_install_wrong_architecture(packed: PackedImage, tmp_path: Path) -> None
         assert rc == 1
         assert "cannot perform offline install; metadata missing" in err
         assert sha256_file(Path(dev)) == before
+
+
+def test_pack_output_dir_missing(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    out = tmp_path / "nope" / "x.osmet"
+    with loop_device(image.path, sector_size=image.sector_size) as dev:
+        proc = run_cli(
+            "pack", "osmet", "--output", out, "--checksum", image.sha256,
+            "--description", "x", "--fast", dev,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert f"Error: creating temporary file in {out.parent}" in err
+    assert "No such file or directory (os error 2)" in err
+
+
+def test_extract_device_too_small(packed: PackedImage, tmp_path: Path) -> None:
+    image = packed.image
+    small = tmp_path / "small.img"
+    small.write_bytes(b"\xaa" * (image.size // 2))
+    with (
+        source_repo(image) as repo,
+        loop_device(small, sector_size=image.sector_size, partitions=False) as dev,
+    ):
+        proc = run_cli("dev", "extract", "osmet", "--osmet", packed.osmet, repo, dev)
+    assert proc.returncode == 1
+    assert f"image size {image.size} is larger than device size {image.size // 2}" in (
+        proc.stderr.decode()
+    )
+    assert small.read_bytes() == b"\xaa" * (image.size // 2)

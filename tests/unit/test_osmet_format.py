@@ -148,11 +148,9 @@ def test_hostile_lengths_fail_fast(tmp_path: Path) -> None:
     path = tmp_path / "f"
     # 2**60 partitions, then a string of 2**60 bytes: refused without allocating.
     path.write_bytes(header.encode() + encode_varint(2**60))
-    with pytest.raises(FormatError, match="failed to deserialize osmet table") as exc:
+    with pytest.raises(FormatError, match="failed to deserialize osmet file") as exc:
         read_file(path)
-    assert "partitions length 1152921504606846976 exceeds the file size" in str(
-        exc.value.__cause__
-    )
+    assert "partitions length 1152921504606846976 exceeds the file size" in str(exc.value.__cause__)
     path.write_bytes(MAGIC + b"\x01" + encode_varint(2**60) + b"abc")
     with pytest.raises(FormatError) as exc:
         read_file_header(path)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError
+from nestos_inst.install.source import ImageSource
 from nestos_inst.osmet.fiemap import FIEMAP_EXTENT_MERGED, check_flags, fiemap_path
 from nestos_inst.osmet.format import (
     Extent,
@@ -23,7 +28,7 @@ from nestos_inst.osmet.format import (
     read_file,
 )
 from nestos_inst.osmet.pack import write_packed
-from nestos_inst.osmet.source import find_osmet
+from nestos_inst.osmet.source import OsmetSource, find_osmet
 from nestos_inst.osmet.unpack import open_image, unpack_to_device
 
 MIB = 1 << 20
@@ -254,3 +259,75 @@ def test_fiemap_fatal_flags() -> None:
     check_flags(0x1 | 0x2000, 0)  # LAST | SHARED are fine
     with pytest.raises(NestosError, match="MERGED"):
         check_flags(FIEMAP_EXTENT_MERGED, 4096)
+
+
+def as_image_source(src: OsmetSource) -> ImageSource:
+    """mypy checks that OsmetSource satisfies the install helper's protocol."""
+    return src
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_pack_unpack_property(data: st.DataObject) -> None:
+    """Any valid table over any disk: write_packed + unpack reproduces the disk."""
+    rng = random.Random(data.draw(st.integers(0, 2**32)))  # noqa: S311 - test data
+    disk = bytearray(rng.randbytes(64 * 1024))
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(disk)), max_size=12))))
+    segments = [(a, b) for a, b in itertools.pairwise(cuts) if b > a][::2]
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        mappings = []
+        for a, b in segments:
+            logical = rng.randint(0, 5000)
+            keep = rng.randint(1, b - a)  # object may end early: the rest must be zeros
+            disk[a + keep : b] = bytes(b - a - keep)
+            content = rng.randbytes(logical) + bytes(disk[a : a + keep])
+            digest = hashlib.sha256(content).digest()
+            path = checksum_to_object_path(repo, digest)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            mappings.append(Mapping(Extent(logical, a, b - a), digest))
+        part = Partition(0, len(disk), tuple(mappings))
+        out = io.BytesIO()
+        write_packed(io.BytesIO(bytes(disk)), out, [part], 0)
+        osmet = Osmet((part,), hashlib.sha256(disk).digest(), len(disk))
+        f = Path(tmp) / "x.osmet"
+        f.write_bytes(Header("1", 512, "d", "x86_64").encode() + osmet.encode() + out.getvalue())
+        reader = open_image(read_file(f), repo)
+        try:
+            assert reader.read() == bytes(disk)
+        finally:
+            reader.close()
+
+
+@pytest.fixture(scope="module")
+def valid_osmet(tmp_path_factory: pytest.TempPathFactory) -> Packed:
+    return _make(tmp_path_factory.mktemp("valid"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_file_only_our_errors(valid_osmet: Packed, data: st.DataObject) -> None:
+    """Flip bytes of the header/table (or cut the file): only NestosError escapes."""
+    blob = bytearray(valid_osmet.path.read_bytes())
+    table_end = read_file(valid_osmet.path).data_offset
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, table_end - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.osmet"
+        path.write_bytes(blob)
+        try:
+            reader = open_image(read_file(path), valid_osmet.repo)
+            try:
+                while reader.read(CHUNK_TEST):
+                    pass
+            finally:
+                reader.close()
+        except NestosError:
+            pass
+
+
+CHUNK_TEST = 1 << 20
