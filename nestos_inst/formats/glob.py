@@ -70,7 +70,8 @@ def glob_regex(pattern: str) -> str:
                 out.append(".*")
             elif pattern[i] == "/":
                 i += 1
-                out.append("(?:.*/)?")
+                # A trailing `**/` leaves nothing to anchor on: like `**`, it matches all.
+                out.append(".*" if i == n else "(?:.*/)?")
             else:
                 raise _syntax_error(pattern, i, _RECURSIVE)
         elif c == "[":

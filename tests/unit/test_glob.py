@@ -67,6 +67,8 @@ from nestos_inst.formats.glob import compile_glob, compile_globs
         ("**/.*", "ab.c", False),
         ("**/.*", "abc/ab.c", False),
         ("**", "", True),
+        ("**/", "]", True),
+        ("a/**/", "a/b", True),
         ("a[!0-9]b", "a_b", True),
         ("a[!0-9]b", "a5b", False),
         ("[1a-z23]", "q", True),
