@@ -8,6 +8,7 @@ other layer (compat-spec §7.9).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -51,16 +52,24 @@ def _flat(exc: BaseException) -> str:
     return ": ".join(p for p in parts if p)
 
 
-def _types() -> dict[str, Callable[[str], str]]:
-    from ..install.config import check_url, parse_fetch_retries
-    from ..install.console import parse_console
-    from ..install.ignition import IgnitionHash
+def _lazy(module: str, name: str) -> Callable[[str], Any]:
+    """Import the validator on first use: pydantic and friends stay out of start-up."""
 
-    url = _value_checker(check_url)
+    def call(text: str) -> Any:
+        target: Any = importlib.import_module(module, __package__)
+        for part in name.split("."):
+            target = getattr(target, part)
+        return target(text)
+
+    return call
+
+
+def _types() -> dict[str, Callable[[str], str]]:
+    url = _value_checker(_lazy("..install.config", "check_url"))
     return {
-        "console": _value_checker(parse_console),
-        "ignition_hash": _value_checker(IgnitionHash.parse),
-        "fetch_retries": _value_checker(parse_fetch_retries),
+        "console": _value_checker(_lazy("..install.console", "parse_console")),
+        "ignition_hash": _value_checker(_lazy("..install.ignition", "IgnitionHash.parse")),
+        "fetch_retries": _value_checker(_lazy("..install.config", "parse_fetch_retries")),
         "image_url": url,
         "ignition_url": url,
         "stream_base_url": url,

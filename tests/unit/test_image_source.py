@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestos_inst.cli.download import should_decompress
+from nestos_inst.download import should_decompress
 from nestos_inst.errors import NestosError, VerifyError, chain
 from nestos_inst.install.source import (
     FileSource,

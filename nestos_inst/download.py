@@ -1,0 +1,223 @@
+"""`download` and `list-stream` (compat-spec §5.3, §5.4, §11.2, §11.3)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .cli.common import restore_sigpipe
+from .errors import NestosError
+from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
+from .io.compress import open_decompressed
+from .io.pipeline import copy_to_fd
+from .profile import DEFAULT
+from .progress import Progress
+from .verify import StreamVerifier, verify_file
+
+COPY_SIZE = 1 << 20
+
+
+def should_decompress(name: str, decompress: bool) -> str | None:
+    """The output name when `name` is to be decompressed (§5.4 step 4), else None."""
+    if not decompress or name.endswith((".tar.gz", ".tar.xz")):
+        return None
+    for suffix in (".gz", ".xz"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+@dataclass(frozen=True)
+class Options:
+    directory: Path
+    decompress: bool
+    insecure: bool
+    keyrings: tuple[Path, ...]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_in(directory: Path) -> tuple[int, Path]:
+    """A private (0600) temp file beside the final one, so rename() is atomic."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=DEFAULT.temp_prefix, dir=directory)
+    except OSError as exc:
+        raise NestosError(f"creating temporary file in {directory}") from exc
+    return fd, Path(name)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bool:
+    """§5.4 step 6: reuse a present file only if its .sig matches and it verifies."""
+
+    sig_path = Path(f"{out}.sig")
+    try:
+        if not out.is_file() or sig_path.read_bytes() != sig:
+            return False
+    except OSError:
+        return False
+    result = verify_file(out, sig, opts.keyrings)
+    if not result.ok:
+        return False
+    if src.sha256 is not None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(out, "rb") as f:
+            while block := f.read(COPY_SIZE):
+                digest.update(block)
+        if digest.hexdigest() != src.sha256:
+            return False
+    sys.stderr.write(result.status_text)
+    return True
+
+
+def download_artifact(src: ImageSource, opts: Options) -> Path:
+    """Fetch one artifact into opts.directory; returns the path (printed by the caller).
+
+    Data land in a temp file that is renamed into place only after every check passed,
+    so a failure never leaves a partial image or .sig (and keeps what was there).
+    """
+
+    sig = src.signature()
+    raw = src.open()
+    try:
+        name = src.filename
+        target = should_decompress(name, opts.decompress)
+        out = opts.directory / (target or name)
+        if sig is None:
+            if not opts.insecure:
+                raise NestosError("--insecure not specified and signature not found")
+            sys.stderr.write("Signature not found; skipping verification as requested\n")
+        elif not opts.decompress and _already_there(src, out, sig, opts):
+            return out
+        verifier = StreamVerifier(sig, opts.keyrings) if sig is not None else None
+    except BaseException:
+        raw.close()
+        raise
+    reader = VerifiedReader(
+        raw,
+        verifier=verifier,
+        sha256=src.sha256,
+        progress=Progress(src.artifact_type, src.length),
+        name=name,
+    )
+    temps: list[Path] = []
+    try:
+        fd, tmp = _temp_in(opts.directory)
+        temps.append(tmp)
+        try:
+            stream: BinaryIO = reader.binary()
+            if target is not None:
+                stream = open_decompressed(stream, concatenated=False)
+            with contextlib.closing(stream):
+                try:
+                    copy_to_fd(stream, fd, offset=0, chunk=COPY_SIZE)
+                except OSError as exc:
+                    raise NestosError(f"writing {out}") from exc
+                reader.finish()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        sig_tmp: Path | None = None
+        if sig is not None and not opts.decompress:
+            sfd, sig_tmp = _temp_in(opts.directory)
+            temps.append(sig_tmp)
+            try:
+                _write_all(sfd, sig)
+                os.fsync(sfd)
+            finally:
+                os.close(sfd)
+        try:
+            os.chmod(tmp, 0o644 & ~_umask())
+            os.replace(tmp, out)
+            temps.remove(tmp)
+            if sig_tmp is not None:
+                os.chmod(sig_tmp, 0o644 & ~_umask())
+                try:
+                    os.replace(sig_tmp, f"{out}.sig")
+                except OSError:
+                    out.unlink(missing_ok=True)
+                    raise
+                temps.remove(sig_tmp)
+        except OSError as exc:
+            raise NestosError(f"persisting output file to {out}") from exc
+        _fsync_dir(opts.directory)
+        return out
+    finally:
+        reader.close()
+        for path in temps:
+            path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+
+    opts = Options(
+        directory=Path(args.directory),
+        decompress=args.decompress,
+        insecure=args.insecure,
+        keyrings=tuple(args.keyring or ()),
+    )
+    sources: list[ImageSource]
+    if args.image_url:
+        sources = [UrlSource(args.image_url, args.fetch_retries)]
+        sys.stderr.write(sources[0].description + "\n")
+    else:
+        sources = stream_sources(
+            args.stream,
+            args.architecture,
+            args.platform,
+            args.format,
+            args.stream_base_url,
+            args.fetch_retries,
+            profile=DEFAULT,
+        )
+        sys.stderr.write(sources[0].description + "\n")
+    for src in sources:
+        path = download_artifact(src, opts)
+        # Printed like upstream's Path::join: `-C .` gives `./name`.
+        sys.stdout.write(os.path.join(args.directory, path.name) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_list_stream(args: argparse.Namespace) -> int:
+    from .net.stream import fetch_stream, format_table, stream_url
+
+    restore_sigpipe()
+    base = args.stream_base_url or DEFAULT.stream_base_url
+    meta = fetch_stream(stream_url(args.stream, base), retries=0)
+    rows = meta.rows()
+    if args.json:
+        doc = [{"architecture": a, "platform": p, "format": f} for a, p, f in rows]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(rows))
+    return 0
+
+
