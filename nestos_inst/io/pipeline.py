@@ -7,7 +7,6 @@ and a writer joined by a small bounded queue overlap them; memory stays at about
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import threading
@@ -15,29 +14,11 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from nestos_inst.errors import NestosError
+from nestos_inst.io.heap import tune_heap
 from nestos_inst.io.limit import WriteLimit
 
 _EOF = object()
 _POLL = 0.1
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-
-
-@functools.cache
-def _tune_heap() -> None:
-    """Serve buffers of 256 KiB and more with mmap, freed straight back to the kernel.
-
-    glibc otherwise raises its mmap threshold after the first freed MiB and recycles
-    those buffers through per-thread arenas, where freed memory lingers: peak RSS then
-    creeps up with the image size. With a fixed threshold RSS tracks the bounded live
-    data. Process-wide, done once, harmless when not on glibc.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
-    except (OSError, AttributeError):
-        pass
 
 
 def read_exact(reader: BinaryIO, n: int) -> bytes:
@@ -83,7 +64,7 @@ def copy_to_fd(
     NestosError(limit_message). Errors from either side propagate unchanged (with their
     cause chain); on a write error the reader thread is stopped and joined.
     """
-    _tune_heap()
+    tune_heap()
     guard = WriteLimit(limit, limit_message) if limit is not None else None
     q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
