@@ -187,7 +187,8 @@ def build_ostree_image(
             p3,
             env=_XFS_SMALL_ENV,
         )
-        with mounted(p3) as root:
+        # nouuid: the UUID is fixed for reproducible images; parallel runs may mount twins.
+        with mounted(p3, options="nouuid") as root:
             repo = root / "ostree" / "repo"
             repo.parent.mkdir(parents=True)
             _run("ostree", f"--repo={repo}", "init", "--mode=bare")
