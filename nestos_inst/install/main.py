@@ -13,7 +13,6 @@ like a disk, and /boot is edited through a loop device attached for that step on
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import stat
@@ -381,24 +380,17 @@ def _customize(plan: Plan, fd: int, sector_size: int) -> None:
         _edit_boot(target.canonical, plan)
 
 
-_CLONE_NEWNS = 0x00020000
-_ns_state = {"private": False}
-
-
 def _enter_private_mount_namespace() -> None:
     """Mount /boot where only we can see it (upstream: unshare(CLONE_NEWNS)).
 
     Nobody else (udisks, a desktop automounter) gets to see or hold the mount, and a
     crash cannot leave it behind. Best effort: without the privilege (containers) we
-    mount in the current namespace. Mounts are made private so nothing propagates back.
+    mount in the current namespace.
     """
-    if _ns_state["private"]:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNS) != 0:
-        return
-    _ns_state["private"] = True
-    run(["mount", "--make-rprivate", "/"], check=False)
+    from ..disk.mount import enter_private_mount_namespace
+
+    with contextlib.suppress(NestosError):
+        enter_private_mount_namespace()
 
 
 def _edit_boot(dev: str, plan: Plan) -> None:
