@@ -16,7 +16,7 @@ from ..formats.embed import CONFIG_MEMBER, IsoConfig, find_karg_areas
 from ..formats.iso9660 import IsoFs
 from ..formats.kargs import modify_kargs
 from .common import binary_stdout, restore_sigpipe
-from .output import write_keyfiles
+from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
 if TYPE_CHECKING:
     from . import Registry
@@ -321,14 +321,7 @@ def register(reg: Registry) -> None:
     p = reg.command(
         "iso network embed", "Embed network settings in an ISO image", cmd_network_embed
     )
-    p.add_argument(
-        "-k",
-        "--keyfile",
-        metavar="path",
-        action="append",
-        required=True,
-        help="NetworkManager keyfile to embed",
-    )
+    add_keyfile_option(p)
     p.add_argument("-f", "--force", action="store_true", help="Overwrite existing network settings")
     _output(p)
     _iso(p)
@@ -338,9 +331,7 @@ def register(reg: Registry) -> None:
         "Extract embedded network settings from an ISO image",
         cmd_network_extract,
     )
-    p.add_argument(
-        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
-    )
+    add_directory_option(p)
     _iso(p)
 
     p = reg.command(

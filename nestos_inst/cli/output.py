@@ -6,6 +6,7 @@ three produce the same bytes and refuse the same existing targets.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -68,3 +69,22 @@ def write_keyfiles(members: Mapping[str, bytes], directory: str | None) -> None:
         return
     for path in extract_keyfiles(members, directory):
         print_path(path)
+
+
+def add_keyfile_option(p: argparse.ArgumentParser) -> None:
+    """`-k/--keyfile` of the network embed/wrap commands."""
+    p.add_argument(
+        "-k",
+        "--keyfile",
+        metavar="path",
+        action="append",
+        required=True,
+        help="NetworkManager keyfile to embed",
+    )
+
+
+def add_directory_option(p: argparse.ArgumentParser) -> None:
+    """`-C/--directory` of the network extract/unwrap commands."""
+    p.add_argument(
+        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
+    )

@@ -19,7 +19,14 @@ from ..formats.glob import compile_globs
 from ..formats.initrd import network_members, network_patterns, read_initrd_stream, write_initrd
 from ..profile import DEFAULT
 from .common import binary_stdout, restore_sigpipe
-from .output import create_new, print_path, refuse_existing, write_keyfiles
+from .output import (
+    add_directory_option,
+    add_keyfile_option,
+    create_new,
+    print_path,
+    refuse_existing,
+    write_keyfiles,
+)
 
 if TYPE_CHECKING:
     from . import Registry
@@ -166,14 +173,7 @@ def register(reg: Registry) -> None:
     p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
-    p.add_argument(
-        "-k",
-        "--keyfile",
-        metavar="path",
-        action="append",
-        required=True,
-        help="NetworkManager keyfile to embed",
-    )
+    add_keyfile_option(p)
     p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
 
     p = reg.command(
@@ -181,9 +181,7 @@ def register(reg: Registry) -> None:
         "Extract wrapped network settings from an initrd image",
         _network_unwrap,
     )
-    p.add_argument(
-        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
-    )
+    add_directory_option(p)
     p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("dev show initrd", "Show contents of an initrd image", _dev_show, hidden=True)
