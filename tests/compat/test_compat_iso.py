@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.helpers.isomedia import (
     ok,
     run_main,
     sha,
+    unxz_fixture,
 )
 
 pytestmark = pytest.mark.compat
@@ -129,13 +129,7 @@ NAMES = list(FACTS)
 
 
 def decompress(upstream: Path, name: str, dest: Path) -> Path:
-    src = upstream / "iso" / f"{name}.iso.xz"
-    if not src.exists():
-        pytest.skip(f"fixture {src} not present")
-    out = dest / f"{name}.iso"
-    with open(out, "wb") as f:
-        subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
-    return out
+    return unxz_fixture(upstream / "iso" / f"{name}.iso.xz", dest / f"{name}.iso")
 
 
 @pytest.fixture(scope="module")

@@ -289,6 +289,17 @@ def ignition_from_area(area: bytes) -> bytes:
     return cpio.stdout
 
 
+def unxz_fixture(src: Path, out: Path) -> Path:
+    """Decompress an upstream `.xz` fixture to `out`; the test is skipped if it is absent."""
+    import pytest  # here, not at the top: the benchmarks import this module too
+
+    if not src.exists():
+        pytest.skip(f"fixture {src} not present")
+    with open(out, "wb") as f:
+        subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
+    return out
+
+
 def assert_truncated_refused(iso: Path, tmp_path: Path) -> None:
     """The first half of `iso` is refused as incomplete by the ISO 9660 reader."""
     import pytest  # here, not at the top: the benchmarks import this module too
