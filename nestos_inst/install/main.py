@@ -26,7 +26,6 @@ from ..errors import FormatError, NestosError, context, format_chain
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
-from ..run import run
 from .config import InstallConfig, check_conflicts
 from .ignition import check_ignition_url, check_json, read_ignition_file
 from .postinstall import BootEdits, apply
@@ -440,12 +439,6 @@ def _fail(
 
 # ---- §7.8 duplicate boot filesystems -----------------------------------------------
 
-_ADVICE = (
-    "The installed OS may not work correctly if there are multiple boot filesystems.\n"
-    "Before rebooting, investigate whether these filesystems are needed and consider\n"
-    "wiping them with `wipefs -a`."
-)
-
 
 def _on_target(dev: str, target: str) -> bool:
     if dev == target:
@@ -467,33 +460,20 @@ def _check_duplicate_boot(target: Target) -> None:
         return
     if not others:
         return
-    lines = ["", "Note: detected other devices with a filesystem labeled `boot`:"]
-    lines += [f"  - {d}" for d in others]
-    lines += [_ADVICE, ""]
-    _say("\n".join(lines))
+    from ..disk.blockdev import duplicate_label_note
+
+    sys.stderr.write(duplicate_label_note(others, BOOT_LABEL))
+    sys.stderr.flush()
 
 
 def _boot_filesystems(target: Target) -> list[str]:
-    proc = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
-    devices = [d for d in proc.stdout.decode(errors="replace").split() if d.startswith("/dev/")]
-    if not devices:
-        return []
-    probe = run(["blkid", "-p", "-o", "export", *devices], check=False)
-    seen: set[str] = set()
-    out: list[str] = []
-    for block in probe.stdout.decode(errors="replace").split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("LABEL") != BOOT_LABEL or props.get("USAGE") == "raid":
-            continue
-        uuid = props.get("UUID", props.get("DEVNAME", ""))
-        if uuid in seen:
-            continue
-        seen.add(uuid)
-        dev = props.get("DEVNAME", "")
-        if not target.is_file and _on_target(dev, target.canonical):
-            continue
-        out.append(dev)
-    return out
+    from ..disk import blockdev
+
+    return [
+        fs["NAME"]
+        for fs in blockdev.filesystems_with_label(BOOT_LABEL)
+        if target.is_file or not _on_target(fs["NAME"], target.canonical)
+    ]
 
 
 def run_install(
