@@ -38,16 +38,25 @@ def describe(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-def chain(exc: BaseException) -> list[str]:
-    """Messages from the outermost context to the innermost cause."""
-    out: list[str] = []
+def _links(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and its `__cause__` chain, outermost first (a cycle ends the walk)."""
     cur: BaseException | None = exc
     seen: set[int] = set()
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        out.append(describe(cur))
+        yield cur
         cur = cur.__cause__
-    return out
+
+
+def chain(exc: BaseException) -> list[str]:
+    """Messages from the outermost context to the innermost cause."""
+    return [describe(link) for link in _links(exc)]
+
+
+def flat_chain(exc: BaseException) -> str:
+    """The chain on one line (`top: cause: ...`) for single-line reports such as
+    argparse's `argument X: ...`; empty links are left out."""
+    return ": ".join(text for text in map(str, _links(exc)) if text)
 
 
 def format_chain(exc: BaseException) -> str:

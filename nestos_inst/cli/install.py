@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NestosError
+from ..errors import NestosError, flat_chain
 from ..options import OPTIONS, Option
 
 if TYPE_CHECKING:
@@ -37,19 +37,10 @@ def _value_checker(func: Callable[[str], Any]) -> Callable[[str], str]:
         try:
             func(text)
         except (NestosError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(_flat(exc)) from None
+            raise argparse.ArgumentTypeError(flat_chain(exc)) from None
         return text
 
     return check
-
-
-def _flat(exc: BaseException) -> str:
-    parts: list[str] = []
-    cur: BaseException | None = exc
-    while cur is not None:
-        parts.append(str(cur))
-        cur = cur.__cause__
-    return ": ".join(p for p in parts if p)
 
 
 def _lazy(module: str, name: str) -> Callable[[str], Any]:

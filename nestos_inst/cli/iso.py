@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, NestosError
@@ -16,6 +16,7 @@ from ..formats.embed import CONFIG_MEMBER, IsoConfig, find_karg_areas
 from ..formats.iso9660 import IsoFs
 from ..formats.kargs import modify_kargs
 from .common import binary_stdout, restore_sigpipe
+from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
 if TYPE_CHECKING:
     from . import Registry
@@ -162,19 +163,6 @@ def read_keyfiles(paths: list[str], directory: str) -> dict[str, bytes]:
     return members
 
 
-def write_network(files: Mapping[str, bytes], directory: str | None) -> None:
-    """Same output as `pxe network unwrap`: banners on stdout, or DIR/<basename> files."""
-    from .pxe import extract_keyfiles, show_keyfiles
-
-    out = sys.stdout.buffer
-    if directory is None:
-        show_keyfiles(files, out)
-        return
-    for path in extract_keyfiles(files, directory):
-        out.write(path.encode() + b"\n")
-    out.flush()
-
-
 def cmd_network_embed(args: argparse.Namespace) -> None:
     def edit(iso: IsoConfig) -> None:
         if not iso.features().live_initrd_network:
@@ -199,7 +187,7 @@ def cmd_network_extract(args: argparse.Namespace) -> None:
     files = read_iso(args.iso).network_members()
     if not files:
         raise NestosError("No embedded network settings.")
-    write_network(files, args.directory)
+    write_keyfiles(files, args.directory)
 
 
 def cmd_network_remove(args: argparse.Namespace) -> None:
@@ -333,14 +321,7 @@ def register(reg: Registry) -> None:
     p = reg.command(
         "iso network embed", "Embed network settings in an ISO image", cmd_network_embed
     )
-    p.add_argument(
-        "-k",
-        "--keyfile",
-        metavar="path",
-        action="append",
-        required=True,
-        help="NetworkManager keyfile to embed",
-    )
+    add_keyfile_option(p)
     p.add_argument("-f", "--force", action="store_true", help="Overwrite existing network settings")
     _output(p)
     _iso(p)
@@ -350,9 +331,7 @@ def register(reg: Registry) -> None:
         "Extract embedded network settings from an ISO image",
         cmd_network_extract,
     )
-    p.add_argument(
-        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
-    )
+    add_directory_option(p)
     _iso(p)
 
     p = reg.command(

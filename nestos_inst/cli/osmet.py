@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from ..osmet.pack import enter_private_mount_namespace, pack, parse_checksum
+    from ..disk.mount import enter_private_mount_namespace
+    from ..osmet.pack import pack, parse_checksum
 
     parse_checksum(args.checksum)
     enter_private_mount_namespace()

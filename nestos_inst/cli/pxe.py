@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -19,6 +19,14 @@ from ..formats.glob import compile_globs
 from ..formats.initrd import network_members, network_patterns, read_initrd_stream, write_initrd
 from ..profile import DEFAULT
 from .common import binary_stdout, restore_sigpipe
+from .output import (
+    add_directory_option,
+    add_keyfile_option,
+    create_new,
+    print_path,
+    refuse_existing,
+    write_keyfiles,
+)
 
 if TYPE_CHECKING:
     from . import Registry
@@ -61,46 +69,6 @@ def write_output(data: bytes, output: str | None) -> None:
         f = open(output, "wb")  # noqa: SIM115 - closed right below
     with f, context(f"writing {output}"):
         f.write(data)
-
-
-def create_new(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write a new file; an existing one (or a symlink in its place) is an error."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    with context(f"opening {path}"):
-        fd = os.open(path, flags, mode)
-    with os.fdopen(fd, "wb") as f, context(f"writing {path}"):
-        f.write(data)
-
-
-def _refuse_existing(paths: Sequence[str]) -> None:
-    """Fail before writing anything if a target exists (create-new would fail later)."""
-    for path in paths:
-        if os.path.lexists(path):
-            with context(f"opening {path}"):
-                raise FileExistsError(17, os.strerror(17), path)
-
-
-def show_keyfiles(members: Mapping[str, bytes], out: BinaryIO) -> None:
-    """`########## name ##########` headers, a blank line between files (§3.5)."""
-    for i, (path, data) in enumerate(sorted(members.items())):
-        if i:
-            out.write(b"\n")
-        out.write(f"########## {os.path.basename(path)} ##########\n".encode())
-        out.write(data)
-    out.flush()
-
-
-def extract_keyfiles(members: Mapping[str, bytes], directory: str) -> list[str]:
-    """Write each keyfile as DIR/<basename> (create-new, 0600: they may hold secrets)."""
-    targets = {path: os.path.join(directory, os.path.basename(path)) for path in members}
-    _refuse_existing(list(targets.values()))
-    with context(f"creating directory {directory}"):
-        os.makedirs(directory, exist_ok=True)
-    written = []
-    for path in sorted(members):
-        create_new(targets[path], members[path], 0o600)
-        written.append(targets[path])
-    return written
 
 
 def _ignition_wrap(args: argparse.Namespace) -> int:
@@ -150,11 +118,7 @@ def _network_unwrap(args: argparse.Namespace) -> int:
     _profile, members = network_members(read_members(args.initrd, network_patterns()))
     if not members:
         raise NestosError("No embedded network settings.")
-    if args.directory is None:
-        show_keyfiles(members, sys.stdout.buffer)
-        return 0
-    for path in extract_keyfiles(members, args.directory):
-        _print_path(path)
+    write_keyfiles(members, args.directory)
     return 0
 
 
@@ -165,13 +129,6 @@ def _dev_show(args: argparse.Namespace) -> int:
     out.write(b"".join(os.fsencode(name) + b"\n" for name in members))
     out.flush()
     return 0
-
-
-def _print_path(path: str) -> None:
-    """Paths as raw bytes: independent of the locale's encoding, like upstream."""
-    out = sys.stdout.buffer
-    out.write(os.fsencode(path) + b"\n")
-    out.flush()
 
 
 def check_traversal(path: str) -> None:
@@ -185,7 +142,7 @@ def _dev_extract(args: argparse.Namespace) -> int:
     for path in members:
         check_traversal(path)
     targets = {path: os.path.join(args.directory, path) for path in members}
-    _refuse_existing(list(targets.values()))
+    refuse_existing(list(targets.values()))
     for path, data in members.items():
         target = targets[path]
         parent = os.path.dirname(target)
@@ -194,7 +151,7 @@ def _dev_extract(args: argparse.Namespace) -> int:
                 os.makedirs(parent, exist_ok=True)
         create_new(target, data)
         if args.verbose:
-            _print_path(target)
+            print_path(target)
     return 0
 
 
@@ -216,14 +173,7 @@ def register(reg: Registry) -> None:
     p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
-    p.add_argument(
-        "-k",
-        "--keyfile",
-        metavar="path",
-        action="append",
-        required=True,
-        help="NetworkManager keyfile to embed",
-    )
+    add_keyfile_option(p)
     p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
 
     p = reg.command(
@@ -231,9 +181,7 @@ def register(reg: Registry) -> None:
         "Extract wrapped network settings from an initrd image",
         _network_unwrap,
     )
-    p.add_argument(
-        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
-    )
+    add_directory_option(p)
     p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("dev show initrd", "Show contents of an initrd image", _dev_show, hidden=True)

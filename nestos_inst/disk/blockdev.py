@@ -504,7 +504,8 @@ def filesystems_with_label(label: str) -> list[dict[str, str]]:
     """Every filesystem on the system labelled `label` (probed, RAID members excluded,
     one entry per filesystem UUID)."""
     listed = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
-    devices = sorted({d for d in listed.stdout.decode(errors="replace").split() if d})
+    # blkid's order (as upstream reports them), duplicates dropped
+    devices = list(dict.fromkeys(d for d in listed.stdout.decode(errors="replace").split() if d))
     if not devices:
         return []
     probed = run(["blkid", "-p", *devices], check=False)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import FormatError, NestosError
-from ..osmet.format import U32_MAX, Reader, encode_str, encode_varint
+from .bincode import U32_MAX, Reader, encode_str, encode_varint
 from .iso9660 import SECTOR, IsoFs, Record
 
 MAGIC = b"MINISO\0\0"

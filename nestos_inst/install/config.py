@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..errors import NestosError
+from ..errors import NestosError, flat_chain
 from ..options import (
     BY_FIELD,
     CONFIG_KEYS,
@@ -156,7 +156,7 @@ class InstallConfig(BaseModel):
         try:
             return normalize_hash(v)
         except NestosError as exc:
-            raise ValueError(_flat(exc)) from None
+            raise ValueError(flat_chain(exc)) from None
 
     @field_validator("image_url", "ignition_url", "stream_base_url")
     @classmethod
@@ -251,15 +251,6 @@ def default_of(opt: Option) -> Any:
 
 def is_default(opt: Option, value: Any) -> bool:
     return bool(value == default_of(opt))
-
-
-def _flat(exc: BaseException) -> str:
-    parts: list[str] = []
-    cur: BaseException | None = exc
-    while cur is not None:
-        parts.append(str(cur))
-        cur = cur.__cause__
-    return ": ".join(p for p in parts if p)
 
 
 def _render_validation(exc: ValidationError) -> NestosError:

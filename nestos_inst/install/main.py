@@ -13,7 +13,6 @@ like a disk, and /boot is edited through a loop device attached for that step on
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import stat
@@ -27,7 +26,6 @@ from ..errors import FormatError, NestosError, context, format_chain
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
-from ..run import run
 from .config import InstallConfig, check_conflicts
 from .ignition import check_ignition_url, check_json, read_ignition_file
 from .postinstall import BootEdits, apply
@@ -381,24 +379,17 @@ def _customize(plan: Plan, fd: int, sector_size: int) -> None:
         _edit_boot(target.canonical, plan)
 
 
-_CLONE_NEWNS = 0x00020000
-_ns_state = {"private": False}
-
-
 def _enter_private_mount_namespace() -> None:
     """Mount /boot where only we can see it (upstream: unshare(CLONE_NEWNS)).
 
     Nobody else (udisks, a desktop automounter) gets to see or hold the mount, and a
     crash cannot leave it behind. Best effort: without the privilege (containers) we
-    mount in the current namespace. Mounts are made private so nothing propagates back.
+    mount in the current namespace.
     """
-    if _ns_state["private"]:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNS) != 0:
-        return
-    _ns_state["private"] = True
-    run(["mount", "--make-rprivate", "/"], check=False)
+    from ..disk.mount import enter_private_mount_namespace
+
+    with contextlib.suppress(NestosError):
+        enter_private_mount_namespace()
 
 
 def _edit_boot(dev: str, plan: Plan) -> None:
@@ -448,12 +439,6 @@ def _fail(
 
 # ---- §7.8 duplicate boot filesystems -----------------------------------------------
 
-_ADVICE = (
-    "The installed OS may not work correctly if there are multiple boot filesystems.\n"
-    "Before rebooting, investigate whether these filesystems are needed and consider\n"
-    "wiping them with `wipefs -a`."
-)
-
 
 def _on_target(dev: str, target: str) -> bool:
     if dev == target:
@@ -475,33 +460,20 @@ def _check_duplicate_boot(target: Target) -> None:
         return
     if not others:
         return
-    lines = ["", "Note: detected other devices with a filesystem labeled `boot`:"]
-    lines += [f"  - {d}" for d in others]
-    lines += [_ADVICE, ""]
-    _say("\n".join(lines))
+    from ..disk.blockdev import duplicate_label_note
+
+    sys.stderr.write(duplicate_label_note(others, BOOT_LABEL))
+    sys.stderr.flush()
 
 
 def _boot_filesystems(target: Target) -> list[str]:
-    proc = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
-    devices = [d for d in proc.stdout.decode(errors="replace").split() if d.startswith("/dev/")]
-    if not devices:
-        return []
-    probe = run(["blkid", "-p", "-o", "export", *devices], check=False)
-    seen: set[str] = set()
-    out: list[str] = []
-    for block in probe.stdout.decode(errors="replace").split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("LABEL") != BOOT_LABEL or props.get("USAGE") == "raid":
-            continue
-        uuid = props.get("UUID", props.get("DEVNAME", ""))
-        if uuid in seen:
-            continue
-        seen.add(uuid)
-        dev = props.get("DEVNAME", "")
-        if not target.is_file and _on_target(dev, target.canonical):
-            continue
-        out.append(dev)
-    return out
+    from ..disk import blockdev
+
+    return [
+        fs["NAME"]
+        for fs in blockdev.filesystems_with_label(BOOT_LABEL)
+        if target.is_file or not _on_target(fs["NAME"], target.canonical)
+    ]
 
 
 def run_install(

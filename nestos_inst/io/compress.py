@@ -19,6 +19,7 @@ import zlib
 from typing import BinaryIO, Literal, cast
 
 from nestos_inst.errors import FormatError, NestosError
+from nestos_inst.io.pipeline import read_full
 
 Format = Literal["gzip", "xz", "zstd", "raw"]
 
@@ -102,15 +103,7 @@ class _Input:
 
     def read_exact(self, n: int) -> bytes:
         """n bytes, or fewer only at EOF."""
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            data = self.read(n - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        return b"".join(parts)
+        return read_full(self.read, n)
 
     def unread(self, data: bytes) -> None:
         if data:
@@ -201,18 +194,7 @@ class _Decoder(io.RawIOBase):
         """Exactly `size` bytes unless the stream ends first (like a buffered file)."""
         if size is None or size < 0:
             return self.readall()
-        first = self._piece(size)
-        if len(first) == size or not first:
-            return first
-        parts = [first]
-        got = len(first)
-        while got < size:
-            data = self._piece(size - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        return b"".join(parts)
+        return read_full(self._piece, size)
 
     def readall(self) -> bytes:
         parts: list[bytes] = []

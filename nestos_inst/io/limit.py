@@ -40,15 +40,19 @@ class WriteLimit:
         return NestosError(self.message)
 
 
-class LimitWriter(io.RawIOBase):
-    """Writes through to `inner` up to the limit; a write crossing it is cut short there
-    and the next one raises (so callers using write-all semantics fail at the limit)."""
+class _Limited(io.RawIOBase):
+    """A stream over `inner` whose absolute position `pos` is checked against `limit`."""
 
     def __init__(self, inner: BinaryIO, limit: WriteLimit, *, start: int = 0) -> None:
         super().__init__()
         self._inner = inner
         self._limit = limit
         self.pos = start
+
+
+class LimitWriter(_Limited):
+    """Writes through to `inner` up to the limit; a write crossing it is cut short there
+    and the next one raises (so callers using write-all semantics fail at the limit)."""
 
     def writable(self) -> bool:
         return True
@@ -68,15 +72,9 @@ class LimitWriter(io.RawIOBase):
         self._inner.flush()
 
 
-class LimitReader(io.RawIOBase):
+class LimitReader(_Limited):
     """Reads at most limit.offset - start bytes; data beyond that is an error, a clean
     EOF exactly at the limit is not."""
-
-    def __init__(self, inner: BinaryIO, limit: WriteLimit, *, start: int = 0) -> None:
-        super().__init__()
-        self._inner = inner
-        self._limit = limit
-        self.pos = start
 
     def readable(self) -> bool:
         return True

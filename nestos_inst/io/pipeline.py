@@ -21,17 +21,23 @@ _EOF = object()
 _POLL = 0.1
 
 
-def read_exact(reader: BinaryIO, n: int) -> bytes:
-    """n bytes from reader, fewer only at EOF (read() may return short counts)."""
+def read_full(read: Callable[[int], bytes], n: int) -> bytes:
+    """n bytes from repeated `read` calls (which may return short counts), fewer only
+    at EOF (an empty read)."""
     parts: list[bytes] = []
     got = 0
     while got < n:
-        data = reader.read(n - got)
+        data = read(n - got)
         if not data:
             break
         parts.append(data)
         got += len(data)
     return b"".join(parts)
+
+
+def read_exact(reader: BinaryIO, n: int) -> bytes:
+    """n bytes from reader, fewer only at EOF (read() may return short counts)."""
+    return read_full(reader.read, n)
 
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:

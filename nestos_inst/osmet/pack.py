@@ -9,34 +9,29 @@ it against the same repo before it replaces the output file.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import hashlib
 import lzma
 import os
 import platform
 import stat
-import struct
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from .. import __version__
+from ..disk import blockdev
+from ..disk.blockdev import PartInfo
+from ..disk.mount import mount_private
 from ..errors import FormatError, NestosError, UsageError, context
 from ..profile import DEFAULT
-from ..run import run
 from .fiemap import fiemap_path
 from .format import Extent, Header, Mapping, Osmet, OsmetFile, Partition, read_file, validate
 from .unpack import generate
 
 BOOT_FILE_MIN = 1024
-_BLKSSZGET = 0x1268
-_BLKGETSIZE64 = 0x80081272
-_CLONE_NEWNS = 0x00020000
 CHUNK = 1 << 20
 
 
@@ -72,11 +67,6 @@ def canonicalize(mappings: Sequence[Mapping]) -> tuple[list[Mapping], int, int]:
 # ---------------------------------------------------------------------- block devices
 
 
-def _ioctl_int(fd: int, req: int, fmt: str) -> int:
-    buf = fcntl.ioctl(fd, req, b"\0" * struct.calcsize(fmt))
-    return int(struct.unpack(fmt, buf)[0])
-
-
 def device_geometry(dev: Path) -> tuple[int, int]:
     """(logical sector size, size in bytes) of a block device."""
     try:
@@ -86,70 +76,9 @@ def device_geometry(dev: Path) -> tuple[int, int]:
     try:
         if not stat.S_ISBLK(os.fstat(fd).st_mode):
             raise NestosError(f"{dev} is not a block device")
-        return _ioctl_int(fd, _BLKSSZGET, "=i"), _ioctl_int(fd, _BLKGETSIZE64, "=Q")
+        return blockdev.sector_size(fd), blockdev.device_size(fd)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class BlockPartition:
-    node: Path
-    start: int  # bytes
-    size: int  # bytes
-    label: str
-    fstype: str
-
-
-def _sysfs_dir(dev: Path) -> Path:
-    st = os.stat(dev)
-    if not stat.S_ISBLK(st.st_mode):
-        raise NestosError(f"{dev} is not a block device")
-    return Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}").resolve()
-
-
-def partitions_of(dev: Path) -> list[BlockPartition]:
-    """Partitions from sysfs; labels probed with blkid (no udev database needed)."""
-    base = _sysfs_dir(dev)
-    parts: list[BlockPartition] = []
-    for child in sorted(base.iterdir()):
-        if not (child / "partition").exists():
-            continue
-        node = Path("/dev") / child.name
-        start = int((child / "start").read_text()) * 512
-        size = int((child / "size").read_text()) * 512
-        probe = run(["blkid", "-p", "-o", "export", node], check=False)
-        fields: dict[str, str] = {}
-        for line in probe.stdout.decode(errors="replace").splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                fields[key] = value
-        parts.append(
-            BlockPartition(node, start, size, fields.get("LABEL", ""), fields.get("TYPE", ""))
-        )
-    parts.sort(key=lambda p: p.start)
-    return parts
-
-
-def find_labeled(parts: Sequence[BlockPartition], dev: Path, label: str) -> BlockPartition:
-    if not parts:
-        raise NestosError(f"couldn't find any partitions on {dev}")
-    found = [p for p in parts if p.label == label]
-    if not found:
-        raise NestosError(f"couldn't find {label} device for {dev}")
-    if len(found) > 1:
-        raise NestosError(f'found multiple devices on {dev} with label "{label}"')
-    if not found[0].fstype:
-        raise NestosError(f"couldn't get filesystem type of {label} device for {dev}")
-    return found[0]
-
-
-def enter_private_mount_namespace() -> None:
-    """Our read-only mounts vanish with the process and never leak to the host."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNS) != 0:
-        err = ctypes.get_errno()
-        raise NestosError("unsharing mount namespace") from OSError(err, os.strerror(err))
-    run(["mount", "--make-rprivate", "/"])
 
 
 def _ro_options(fstype: str) -> str:
@@ -164,23 +93,12 @@ def _ro_options(fstype: str) -> str:
     return "ro"
 
 
-@contextlib.contextmanager
-def mount_ro(part: BlockPartition) -> Iterator[Path]:
-    where = Path(tempfile.mkdtemp(prefix=f"{DEFAULT.unit_prefix}-"))
-    try:
-        run(["mount", "-o", _ro_options(part.fstype), "-t", part.fstype, part.node, where])
-        try:
-            yield where
-        finally:
-            for attempt in range(20):
-                if run(["umount", where], check=False).returncode == 0:
-                    break
-                if attempt == 19:
-                    _eprint(f"Warning: couldn't unmount {where}")
-                time.sleep(0.1)
-    finally:
-        with contextlib.suppress(OSError):
-            where.rmdir()
+def mount_ro(part: PartInfo) -> contextlib.AbstractContextManager[Path]:
+    """`part` mounted read-only (the caller has entered a private mount namespace)."""
+    assert part.fstype is not None  # find_partition_by_label guarantees it
+    return mount_private(
+        part.path, part.fstype, prefix=DEFAULT.unit_prefix, options=_ro_options(part.fstype)
+    )
 
 
 # ---------------------------------------------------------------------- scanning
@@ -323,9 +241,8 @@ def pack(
     """The whole of `pack osmet`; the output file is replaced only on success."""
     digest = parse_checksum(checksum)
     sector_size, disk_size = device_geometry(device)
-    parts = partitions_of(device)
-    boot_part = find_labeled(parts, device, "boot")
-    root_part = find_labeled(parts, device, "root")
+    boot_part = blockdev.find_partition_by_label(str(device), "boot")
+    root_part = blockdev.find_partition_by_label(str(device), "root")
     with mount_ro(boot_part) as boot, mount_ro(root_part) as root:
         boot_files = prescan_boot(boot)
         rscan = scan_root(root, boot_files)

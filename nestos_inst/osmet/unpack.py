@@ -8,19 +8,18 @@ and digest are checked by the worker; a mismatch surfaces from the reader's fina
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import lzma
 import os
 import queue
 import stat
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ..disk import blockdev
 from ..errors import FormatError, NestosError, VerifyError
 from .format import Osmet, OsmetFile, checksum_to_object_path, read_file
 
@@ -29,7 +28,6 @@ _ZEROS = bytes(CHUNK)
 # Block-granular extents may run past an object's EOF by less than one fs block.
 MAX_TAIL_SLACK = 1 << 16
 _XZ_MEMLIMIT = 1 << 30
-_BLKGETSIZE64 = 0x80081272
 
 
 class _XzStream:
@@ -251,8 +249,7 @@ def _device_size(fd: int) -> int | None:
     st = os.fstat(fd)
     if not stat.S_ISBLK(st.st_mode):
         return None
-    buf = fcntl.ioctl(fd, _BLKGETSIZE64, b"\0" * 8)
-    return int(struct.unpack("=Q", buf)[0])
+    return blockdev.device_size(fd)
 
 
 FIRST_MIB = 1 << 20

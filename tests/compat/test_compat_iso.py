@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from nestos_inst.errors import FormatError
 from nestos_inst.formats.iso9660 import IsoFs, NotFoundError
-from tests.helpers.isomedia import CONFIG, Media, fail, ok, run_main, sha
+from tests.helpers.isomedia import (
+    CONFIG,
+    Media,
+    assert_truncated_refused,
+    fail,
+    ignition_from_area,
+    ok,
+    run_main,
+    sha,
+    unxz_fixture,
+)
 
 pytestmark = pytest.mark.compat
 
@@ -121,13 +129,7 @@ NAMES = list(FACTS)
 
 
 def decompress(upstream: Path, name: str, dest: Path) -> Path:
-    src = upstream / "iso" / f"{name}.iso.xz"
-    if not src.exists():
-        pytest.skip(f"fixture {src} not present")
-    out = dest / f"{name}.iso"
-    with open(out, "wb") as f:
-        subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
-    return out
+    return unxz_fixture(upstream / "iso" / f"{name}.iso.xz", dest / f"{name}.iso")
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +176,7 @@ def test_ignition_round_trip(media: Media, tmp_path: Path) -> None:
     assert ok(run_main("iso", "ignition", "show", str(embedded))).stdout == CONFIG
     offset, length = FACTS[_name(media)][2]
     area = embedded.read_bytes()[offset : offset + length]
-    xz = subprocess.run(["xz", "-dc"], input=area.rstrip(b"\0"), capture_output=True, check=True)
-    cpio = subprocess.run(
-        ["cpio", "-i", "--to-stdout", "config.ign"],
-        input=xz.stdout,
-        capture_output=True,
-        check=True,
-    )
-    assert cpio.stdout == CONFIG
+    assert ignition_from_area(area) == CONFIG
     media.all_fail(
         "already has an embedded Ignition config", "iso", "ignition", "embed", src=embedded
     )
@@ -309,15 +304,7 @@ def test_synthetic_iso9660(fixtures: dict[str, Path], tmp_path: Path) -> None:
     assert walk == expected or sorted(walk) == walk
     full = json.loads(ok(run_main("dev", "show", "iso", str(path))).stdout)
     assert full["records"] == walk
-    half = tmp_path / "half.iso"
-    data = path.read_bytes()
-    half.write_bytes(data[: len(data) // 2])
-    fd = os.open(half, os.O_RDONLY)
-    try:
-        with pytest.raises(FormatError, match=r"^ISO image is incomplete$"):
-            IsoFs(fd)
-    finally:
-        os.close(fd)
+    assert_truncated_refused(path, tmp_path)
 
 
 def _find_record_name(data: bytes, name: bytes) -> int:

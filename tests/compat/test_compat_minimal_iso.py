@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from nestos_inst.formats import miniso
 from nestos_inst.formats.iso9660 import IsoFs
-from tests.helpers.isomedia import CONFIG, fail, ok, run_main, sha, temps
+from tests.helpers.isomedia import CONFIG, fail, ok, run_main, sha, temps, unxz_fixture
 
 pytestmark = pytest.mark.compat
 
@@ -72,12 +71,7 @@ def fixtures(upstream: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     out: dict[str, Path] = {}
     for name in ALL:
         src = upstream / "iso" / f"embed-areas-{name}.iso.xz"
-        if not src.exists():
-            pytest.skip(f"fixture {src} not present")
-        path = dest / f"{name}.iso"
-        with open(path, "wb") as f:
-            subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
-        out[name] = path
+        out[name] = unxz_fixture(src, dest / f"{name}.iso")
     return out
 
 

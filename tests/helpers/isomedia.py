@@ -277,6 +277,47 @@ def temps(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if "-installer-temp-" in p.name]
 
 
+def ignition_from_area(area: bytes) -> bytes:
+    """`config.ign` from a raw embed area, decoded by the real xz and cpio tools."""
+    xz = subprocess.run(["xz", "-dc"], input=area.rstrip(b"\0"), capture_output=True, check=True)
+    cpio = subprocess.run(
+        ["cpio", "-i", "--to-stdout", "config.ign"],
+        input=xz.stdout,
+        capture_output=True,
+        check=True,
+    )
+    return cpio.stdout
+
+
+def unxz_fixture(src: Path, out: Path) -> Path:
+    """Decompress an upstream `.xz` fixture to `out`; the test is skipped if it is absent."""
+    import pytest  # here, not at the top: the benchmarks import this module too
+
+    if not src.exists():
+        pytest.skip(f"fixture {src} not present")
+    with open(out, "wb") as f:
+        subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
+    return out
+
+
+def assert_truncated_refused(iso: Path, tmp_path: Path) -> None:
+    """The first half of `iso` is refused as incomplete by the ISO 9660 reader."""
+    import pytest  # here, not at the top: the benchmarks import this module too
+
+    from nestos_inst.errors import FormatError
+    from nestos_inst.formats.iso9660 import IsoFs
+
+    half = tmp_path / "half.iso"
+    data = iso.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    fd = os.open(half, os.O_RDONLY)
+    try:
+        with pytest.raises(FormatError, match=r"^ISO image is incomplete$"):
+            IsoFs(fd)
+    finally:
+        os.close(fd)
+
+
 def ok(result: Result) -> Result:
     assert result.returncode == 0, result.stderr.decode()
     return result

@@ -48,6 +48,10 @@ class OstreeImage:
     kernel_object: str  # OSTree checksum of the kernel (also copied into /boot)
     objects_bytes: int  # total size of the tree's file content
 
+    def kernel_object_path(self, repo: Path) -> Path:
+        """Where the kernel's content object lives in an (archive or bare) OSTree repo."""
+        return repo / "objects" / self.kernel_object[:2] / f"{self.kernel_object[2:]}.file"
+
 
 def _compressible(rng: random.Random, n: int) -> bytes:
     """Roughly binary-like data: xz shrinks it to about half, like real executables."""

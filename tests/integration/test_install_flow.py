@@ -108,6 +108,13 @@ def boot_node(dev: str) -> str:
     return f"{dev}p3"
 
 
+def assert_installed(dev: str, img: MetalImage, ignition: Path) -> None:
+    """The image landed outside /boot, and /boot holds the Ignition config unchanged."""
+    assert_image_outside_boot(dev, img)
+    with mounted(boot_node(dev)) as boot:
+        assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
+
+
 def bls_options(boot: Path) -> str:
     entry = sorted((boot / "loader" / "entries").iterdir())[-1]
     line = next(x for x in entry.read_text().splitlines() if x.startswith("options "))
@@ -223,9 +230,7 @@ def test_regular_file_target(
     assert set(os.listdir("/sys/block")) <= before  # the tool's loop device is gone
     assert target.stat().st_size == 80 * MiB
     with loop_device(target) as dev:
-        assert_image_outside_boot(dev, img)
-        with mounted(boot_node(dev)) as boot:
-            assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
+        assert_installed(dev, img, ignition)
 
 
 def test_empty_file_target_grows(
@@ -263,9 +268,7 @@ def test_image_url(
         )
         err = proc.stderr.decode()
         assert proc.returncode == 0, err
-        assert_image_outside_boot(dev, img)
-        with mounted(boot_node(dev)) as boot:
-            assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
+        assert_installed(dev, img, ignition)
 
 
 def test_config_file_and_dry_run(
@@ -593,9 +596,7 @@ def test_file_target_4096_image(
     )
     assert proc.returncode == 0, proc.stderr.decode()
     with loop_device(target, sector_size=4096) as dev:
-        assert_image_outside_boot(dev, img)
-        with mounted(boot_node(dev)) as boot:
-            assert (boot / "ignition" / "config.ign").read_bytes() == ignition.read_bytes()
+        assert_installed(dev, img, ignition)
 
 
 def test_preserve_on_error_stashes_saved_partitions(

@@ -26,6 +26,7 @@ from tests.helpers.isomedia import (
     build_live_iso,
     build_plain_iso,
     fail,
+    ignition_from_area,
     ok,
     run_main,
     sha,
@@ -48,14 +49,7 @@ def test_ignition_embed_show_remove(media: Media, tmp_path: Path) -> None:
     assert ok(run_main("iso", "ignition", "show", str(embedded))).stdout == CONFIG
     # The raw area decodes with the real tools too.
     area = embedded.read_bytes()[media.built.initrd_offset :][: media.built.initrd_length]
-    xz = subprocess.run(["xz", "-dc"], input=area.rstrip(b"\0"), capture_output=True, check=True)
-    cpio = subprocess.run(
-        ["cpio", "-i", "--to-stdout", "config.ign"],
-        input=xz.stdout,
-        capture_output=True,
-        check=True,
-    )
-    assert cpio.stdout == CONFIG
+    assert ignition_from_area(area) == CONFIG
     media.all_fail(
         "This ISO image already has an embedded Ignition config; use -f to force.",
         "iso", "ignition", "embed", "-i", str(cfg), src=embedded,

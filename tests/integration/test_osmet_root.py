@@ -138,7 +138,7 @@ def test_extract_bit_for_bit(packed: PackedImage) -> None:
 def test_extract_missing_object_leaves_target(packed: PackedImage, tmp_path: Path) -> None:
     image = packed.image
     with copied_repo(image, tmp_path / "repo") as repo:
-        kernel = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        kernel = image.kernel_object_path(repo)
         kernel.unlink()
         target = blank_target(tmp_path / "t.img", image.size)
         before = sha256_file(target)
@@ -153,7 +153,7 @@ def test_extract_missing_object_leaves_target(packed: PackedImage, tmp_path: Pat
 def test_extract_altered_object_wipes(packed: PackedImage, tmp_path: Path) -> None:
     image = packed.image
     with copied_repo(image, tmp_path / "repo") as repo:
-        kernel = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        kernel = image.kernel_object_path(repo)
         with kernel.open("r+b") as f:
             f.seek(1000)
             byte = f.read(1)
@@ -243,7 +243,7 @@ def test_show_fiemap_matches_table(packed: PackedImage) -> None:
     parsed = read_file(packed.osmet)
     expected = [m.extent for m in parsed.osmet.partitions[1].mappings if m.object == kernel]
     with source_repo(image) as repo:
-        path = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        path = image.kernel_object_path(repo)
         proc = run_cli("dev", "show", "fiemap", path)
     assert proc.returncode == 0
     doc = json.loads(proc.stdout)
@@ -348,7 +348,7 @@ def test_install_altered_object_wipes(packed: PackedImage, tmp_path: Path) -> No
     image = packed.image
     d = osmet_dir(packed, tmp_path)
     with copied_repo(image, tmp_path / "repo") as repo:
-        obj = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        obj = image.kernel_object_path(repo)
         data = bytearray(obj.read_bytes())
         data[12345] ^= 1
         obj.write_bytes(data)
@@ -365,7 +365,7 @@ def test_install_missing_object_touches_nothing(packed: PackedImage, tmp_path: P
     image = packed.image
     d = osmet_dir(packed, tmp_path)
     with copied_repo(image, tmp_path / "repo") as repo:
-        obj = repo / "objects" / image.kernel_object[:2] / f"{image.kernel_object[2:]}.file"
+        obj = image.kernel_object_path(repo)
         obj.unlink()
         with old_disk(tmp_path, image) as dev:
             before = sha256_file(Path(dev))

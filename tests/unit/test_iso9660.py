@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, NestosError
 from nestos_inst.formats.iso9660 import IsoFs, NotFoundError, decode_name, path_components
-from tests.helpers.isomedia import build_plain_iso
+from tests.helpers.isomedia import assert_truncated_refused, build_plain_iso
 
 FILES = {
     "content/file.txt": b"hello\n",
@@ -93,15 +93,7 @@ def test_decode_name() -> None:
 
 
 def test_truncated_iso(plain_iso: Path, tmp_path: Path) -> None:
-    half = tmp_path / "half.iso"
-    data = plain_iso.read_bytes()
-    half.write_bytes(data[: len(data) // 2])
-    fd = os.open(half, os.O_RDONLY)
-    try:
-        with pytest.raises(FormatError, match=r"^ISO image is incomplete$"):
-            IsoFs(fd)
-    finally:
-        os.close(fd)
+    assert_truncated_refused(plain_iso, tmp_path)
 
 
 def test_no_descriptors(tmp_path: Path) -> None:

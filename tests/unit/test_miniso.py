@@ -13,8 +13,8 @@ import pytest
 
 from nestos_inst.errors import FormatError, NestosError, format_chain
 from nestos_inst.formats import miniso
+from nestos_inst.formats.bincode import encode_varint
 from nestos_inst.formats.miniso import Entry, MinisoData
-from nestos_inst.osmet.format import encode_varint
 
 SECTOR = 2048
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, NestosError
+from nestos_inst.formats.bincode import Reader, encode_str, encode_varint
 from nestos_inst.osmet.format import (
     MAGIC,
     Extent,
@@ -18,10 +19,7 @@ from nestos_inst.osmet.format import (
     Mapping,
     Osmet,
     Partition,
-    Reader,
     checksum_to_object_path,
-    encode_str,
-    encode_varint,
     read_file,
     read_file_header,
     read_header,
