@@ -219,5 +219,3 @@ def cmd_list_stream(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(rows))
     return 0
-
-

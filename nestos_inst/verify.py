@@ -317,14 +317,20 @@ def verify_stream(
 def verify_file(
     path: Path, signature: bytes, keyrings: Sequence[Path] = (), *, chunk: int = 1 << 20
 ) -> VerifyResult:
-    """Verify an already-present file (download's skip-if-present check)."""
+    """Verify an already-present file (download's skip-if-present check).
 
-    def chunks() -> Iterable[bytes]:
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                yield block
-
-    return verify_stream(chunks(), signature, keyrings)
+    One reused buffer: update() has written a chunk into the pipe before it returns.
+    """
+    verifier = StreamVerifier(signature, keyrings)
+    try:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                verifier.update(view[:n])
+        return verifier.finish()
+    finally:
+        verifier.close()
 
 
 def require(result: VerifyResult) -> None:
