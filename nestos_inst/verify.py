@@ -174,9 +174,9 @@ def _large_io_buffer(data: Any) -> None:
     """Let GPGME move data to gpg in 64 KiB steps instead of its default 4 KiB.
 
     With 4 KiB, GPGME's poll/copy loop is the slowest stage of a download. Larger
-    than gpg's pipe (64 KiB) is worse again: after each partial write GPGME
-    memmove()s the rest of its buffer. GPGME >= 1.15 knows the flag; older versions
-    keep their default.
+    than gpg's pipe is worse again (GPGME memmove()s the rest of its buffer after
+    each partial write); with the pipe widened to 1 MiB, 64 KiB to 1 MiB measure
+    the same. GPGME >= 1.15 knows the flag; older versions keep their default.
     """
     from gpg import gpgme
 
