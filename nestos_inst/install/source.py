@@ -263,6 +263,20 @@ class VerifiedReader(io.RawIOBase):
         self._account(data)
         return data
 
+    def read1(self, size: int = -1) -> bytes:
+        """Whatever one read of the source gives (no re-assembly copy): for copy_to_fd."""
+        if size < 0:
+            size = READ_SIZE
+        if self._eof or size == 0:
+            return b""
+        pull = getattr(self._raw, "read1", None) or self._raw.read
+        data: bytes = pull(size)
+        if not data:
+            self._eof = True
+            return b""
+        self._account(data)
+        return data
+
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
         b[: len(data)] = data

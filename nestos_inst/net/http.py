@@ -1,11 +1,12 @@
 """HTTP GET with upstream's retry rules (compat-spec §5.5) plus resume on a broken body.
 
 Network I/O runs on httpx's *async* client inside one background event-loop thread;
-callers get a plain blocking file object (HttpResponse). The loop thread coalesces
-the body into 1 MiB blocks and hands them over through a small bounded queue, so the
-socket keeps draining while the calling thread does the CPU work (GPG feed, hashing,
-decompression, writing) — the two overlap on two cores and memory stays bounded
-(queue depth x 1 MiB). A sync facade keeps every consumer (install, osmet, download)
+callers get a plain blocking file object (HttpResponse). The loop thread gathers
+the body's chunks (as received, never joined: no copy) into batches of about 1 MiB
+and hands them over through a small bounded queue, so the socket keeps draining
+while the calling thread does the CPU work (GPG feed, hashing, decompression,
+writing) — the two overlap on two cores and memory stays bounded (queue depth x
+1 MiB). A sync facade keeps every consumer (install, osmet, download)
 simple and lets them be composed with ordinary file-like stages.
 
 Retries: attempts = fetch_retries + 1 (None = unbounded). Send failures and statuses
@@ -40,6 +41,12 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
 QUEUE_DEPTH = 4
+# Socket read size for HTTP/1.1 bodies (httpcore's default is 64 KiB). Every read
+# costs a trip through h11 and an async generator, so larger reads save CPU; but
+# stay below 256 KiB: tune_heap() (io/heap.py) makes glibc serve buffers from
+# 256 KiB up with fresh mmap()s, and page-faulting every received byte in (several
+# times, through h11's copies) cost more than the whole GPG verification.
+READ_SIZE = 192 << 10
 # Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
 # hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
 TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
@@ -92,6 +99,7 @@ class _Loop:
 
     @staticmethod
     async def _make_client() -> httpx.AsyncClient:
+        _widen_reads()
         # identity: signatures cover the bytes as stored, never a transfer re-encoding.
         return httpx.AsyncClient(
             timeout=TIMEOUT,
@@ -108,6 +116,16 @@ class _Loop:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+def _widen_reads() -> None:
+    """Raise httpcore's per-read size; it is a class constant without a setting."""
+    try:
+        from httpcore._async.http11 import AsyncHTTP11Connection
+    except ImportError:  # a layout we don't know: keep its default
+        return
+    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+        AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
 
 
 def _status_text(resp: httpx.Response) -> str:
@@ -137,6 +155,8 @@ class HttpResponse(io.RawIOBase):
         self._resp: httpx.Response | None = None
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._chunks: list[bytes] = []
+        self._next = 0
         self._block = b""
         self._off = 0
         self._eof = False
@@ -255,6 +275,8 @@ class HttpResponse(io.RawIOBase):
             while True:
                 try:
                     async for chunk in resp.aiter_raw():
+                        if not chunk:
+                            continue
                         if skip:
                             if len(chunk) <= skip:
                                 skip -= len(chunk)
@@ -265,7 +287,7 @@ class HttpResponse(io.RawIOBase):
                         pending.append(chunk)
                         size += len(chunk)
                         if size >= BLOCK:
-                            await self._inbox.put(b"".join(pending))
+                            await self._inbox.put(pending)
                             pending, size = [], 0
                     if skip:
                         raise httpx.RemoteProtocolError("body ended before the resume point")
@@ -277,7 +299,7 @@ class HttpResponse(io.RawIOBase):
                 except httpx.TransportError as exc:
                     await resp.aclose()
                     if pending:
-                        await self._inbox.put(b"".join(pending))
+                        await self._inbox.put(pending)
                         pending, size = [], 0
                     if not self._budget.can_retry():
                         raise NestosError(f"reading '{self.url}'") from NestosError(
@@ -290,7 +312,7 @@ class HttpResponse(io.RawIOBase):
                     resp, skip = await self._resume(have)
                     self._resp = resp
             if pending:
-                await self._inbox.put(b"".join(pending))
+                await self._inbox.put(pending)
             await self._inbox.put(_EOF)
         except asyncio.CancelledError:
             raise
@@ -304,27 +326,45 @@ class HttpResponse(io.RawIOBase):
         return True
 
     def _next_block(self) -> bool:
-        item = self._inbox.get()
-        if item is _EOF:
-            self._eof = True
-            return False
-        if isinstance(item, BaseException):
-            self._eof = True
-            raise item
-        self._block, self._off = item, 0
+        if self._next >= len(self._chunks):
+            item = self._inbox.get()
+            if item is _EOF:
+                self._eof = True
+                return False
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            self._chunks, self._next = item, 0
+        self._block, self._off = self._chunks[self._next], 0
+        self._next += 1
         return True
 
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
+    def read1(self, size: int = -1) -> bytes:
+        """Up to `size` bytes of one received chunk, without copying it when whole."""
+        if size < 0:
+            size = 1 << 62
         if self._off >= len(self._block) and (self._eof or size == 0 or not self._next_block()):
             return b""
         block, off = self._block, self._off
-        # Common case: hand the whole block over without a copy.
         out = block if off == 0 and size >= len(block) else block[off : off + size]
         self._off = off + len(out)
         self.position += len(out)
         return out
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes of what has arrived (waits only when nothing has)."""
+        if size is None or size < 0:
+            return self.readall()
+        out = self.read1(size)
+        if not out or len(out) >= size:
+            return out
+        parts = [out]
+        got = len(out)
+        while got < size and (self._off < len(self._block) or self._next < len(self._chunks)):
+            part = self.read1(size - got)
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
