@@ -74,7 +74,7 @@ GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
 LIBEXECDIR := $(PREFIX)/libexec
 DRACUTDIR := $(PREFIX)/lib/dracut/modules.d/50nestos-installer
 install:
-	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q --no-deps \
+	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q --no-deps --ignore-installed \
 		--no-build-isolation --prefix=$(PREFIX) \
 		--root=$(if $(DESTDIR),$(DESTDIR),/) .
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(LIBEXECDIR) \

@@ -45,6 +45,9 @@ def _need(tool: str) -> None:
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make install DESTDIR=...` of this checkout."""
     dest = tmp_path_factory.mktemp("stage")
+    # The environment running the tests must survive a staged install of the package.
+    script = Path(sys.executable).parent / "nestos-installer"
+    before = script.exists()
     proc = subprocess.run(
         ["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr", f"PYTHON={sys.executable}"],
         cwd=REPO,
@@ -52,6 +55,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    assert script.exists() == before, "make install DESTDIR=... uninstalled the venv's copy"
     return dest
 
 
