@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.common import peak_rss_kib
 from tests.helpers.gpgkey import SigningKey, make_key
 from tests.helpers.httpserver import http_server
 
@@ -85,25 +86,13 @@ def _inputs(mib: int) -> tuple[Path, Path, Path]:
     return d / "artifact.bin", d / "image.raw.xz", d
 
 
-def _peak_rss_kib(pid: int) -> int:
-    """VmHWM (this process's own high-water mark, not its children's)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def _timed(argv: list[str], **kw: object) -> tuple[float, int]:
     """Wall time and own peak RSS (KiB, sampled every 20 ms) of one child."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, **kw)  # type: ignore[call-overload]
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, _peak_rss_kib(proc.pid))
+        peak = max(peak, peak_rss_kib(proc.pid))
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

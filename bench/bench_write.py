@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.common import peak_rss_kib
+
 MIB = 1 << 20
 CACHE = Path(os.environ.get("NESTOS_BENCH_CACHE", "/var/tmp/nestos-bench-cache"))
 RECIPE_VERSION = "v1"
@@ -191,19 +193,6 @@ def loop_device(size: int) -> Iterator[str]:
         backing.unlink(missing_ok=True)
 
 
-def _hwm_kib(pid: int) -> int:
-    """VmHWM: the peak RSS of the process's own memory since exec (not the forked parent's,
-    which ru_maxrss would include)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def timed(argv_list: list[list[str]], stdin_path: str) -> tuple[float, int, float]:
     """Run a pipeline of argv lists: wall seconds, peak RSS (KiB, largest member) and CPU
     seconds of all members."""
@@ -228,7 +217,7 @@ def timed(argv_list: list[list[str]], stdin_path: str) -> tuple[float, int, floa
         running = list(procs)
         while running:
             for proc in list(running):
-                hwm = _hwm_kib(proc.pid)
+                hwm = peak_rss_kib(proc.pid)
                 peak[proc.pid] = max(peak.get(proc.pid, 0), hwm)
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid == 0:
