@@ -14,12 +14,12 @@ from typing import BinaryIO
 
 from .cli.common import restore_sigpipe
 from .errors import NestosError
-from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
+from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources, write_all
 from .io.compress import open_decompressed
 from .io.pipeline import copy_to_fd
 from .profile import DEFAULT
 from .progress import Progress
-from .verify import StreamVerifier, verify_file
+from .verify import PreparedHome, StreamVerifier, verify_file
 
 COPY_SIZE = 1 << 20
 
@@ -59,24 +59,6 @@ def _temp_in(directory: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _copy_plain(reader: VerifiedReader, fd: int) -> None:
-    """Write the chunks as received, on this thread.
-
-    Both the GPG feed (inside reader.read1) and os.write release the GIL and are
-    plain copies, so a second thread and queue (copy_to_fd) only add hand-offs; and
-    copy_to_fd's heap tuning would make every large buffer a fresh mmap().
-    """
-    while data := reader.read1(COPY_SIZE):
-        _write_all(fd, data)
-
-
 def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bool:
     """§5.4 step 6: reuse a present file only if its .sig matches and it verifies."""
 
@@ -109,22 +91,28 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
     so a failure never leaves a partial image or .sig (and keeps what was there).
     """
 
-    sig = src.signature()
-    raw = src.open()
+    home = PreparedHome(opts.keyrings)  # overlaps GPG start-up with the fetches
     try:
-        name = src.filename
-        target = should_decompress(name, opts.decompress)
-        out = opts.directory / (target or name)
-        if sig is None:
-            if not opts.insecure:
-                raise NestosError("--insecure not specified and signature not found")
-            sys.stderr.write("Signature not found; skipping verification as requested\n")
-        elif not opts.decompress and _already_there(src, out, sig, opts):
-            return out
-        verifier = StreamVerifier(sig, opts.keyrings) if sig is not None else None
-    except BaseException:
-        raw.close()
-        raise
+        sig = src.signature()
+        raw = src.open()
+        try:
+            name = src.filename
+            target = should_decompress(name, opts.decompress)
+            out = opts.directory / (target or name)
+            if sig is None:
+                if not opts.insecure:
+                    raise NestosError("--insecure not specified and signature not found")
+                sys.stderr.write("Signature not found; skipping verification as requested\n")
+            elif not opts.decompress and _already_there(src, out, sig, opts):
+                return out
+            verifier = None
+            if sig is not None:
+                verifier = StreamVerifier(sig, opts.keyrings, home=home.take())
+        except BaseException:
+            raw.close()
+            raise
+    finally:
+        home.close()
     reader = VerifiedReader(
         raw,
         verifier=verifier,
@@ -143,7 +131,7 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
             with contextlib.closing(stream):
                 try:
                     if target is None:
-                        _copy_plain(reader, fd)
+                        reader.copy_into(fd)
                     else:
                         copy_to_fd(stream, fd, offset=0, chunk=COPY_SIZE)
                 except OSError as exc:
@@ -157,7 +145,7 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
             sfd, sig_tmp = _temp_in(opts.directory)
             temps.append(sig_tmp)
             try:
-                _write_all(sfd, sig)
+                write_all(sfd, sig)
                 os.fsync(sfd)
             finally:
                 os.close(sfd)

@@ -96,6 +96,7 @@ class GpgHome:
         try:
             self.ctx: Any = gpg.Context(home_dir=str(self.path), offline=True)
             self.trusted: set[str] = set()
+            self._uids: dict[str, str] = {}
             for key_file in key_files:
                 self._import(key_file)
         except BaseException:
@@ -120,9 +121,14 @@ class GpgHome:
         for fpr in fprs:
             key = self.ctx.get_key(fpr)
             # Signatures name the signing subkey; trust every subkey of a trusted key.
-            self.trusted.update(sub.fpr.upper() for sub in key.subkeys if sub.fpr)
+            subkeys = [sub.fpr.upper() for sub in key.subkeys if sub.fpr]
+            self.trusted.update(subkeys)
+            if key.uids:  # remembered now: asking later would run gpg once more
+                self._uids.update(dict.fromkeys(subkeys, str(key.uids[0].uid)))
 
     def uid_of(self, fpr: str) -> str | None:
+        if fpr in self._uids:
+            return self._uids[fpr]
         with contextlib.suppress(Exception):
             key = self.ctx.get_key(fpr)
             if key.uids:
@@ -170,6 +176,41 @@ class GpgHome:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class PreparedHome:
+    """A GpgHome being built on a helper thread (GPGME start-up plus key import
+    take ~50 ms), so that it overlaps with fetching the signature."""
+
+    def __init__(self, keyrings: Sequence[Path] = ()) -> None:
+        self._home: GpgHome | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        files = trusted_key_files(keyrings)
+        self._thread = threading.Thread(target=self._build, args=(files,), daemon=True)
+        self._thread.start()
+
+    def _build(self, files: list[Path]) -> None:
+        try:
+            self._home = GpgHome(files)
+        except BaseException as exc:
+            self._error = exc
+
+    def take(self) -> GpgHome:
+        """The home (raising what building it raised); the caller must close it."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._home is not None and not self._taken
+        self._taken = True
+        return self._home
+
+    def close(self) -> None:
+        """Remove the home unless it was taken."""
+        self._thread.join()
+        if self._home is not None and not self._taken:
+            self._taken = True
+            self._home.close()
+
+
 def _large_io_buffer(data: Any) -> None:
     """Let GPGME move data to gpg in 64 KiB steps instead of its default 4 KiB.
 
@@ -194,14 +235,25 @@ class StreamVerifier:
     loud to be); close() aborts and cleans up. One feeder thread at a time.
     """
 
-    def __init__(self, signature: bytes, keyrings: Sequence[Path] = ()) -> None:
-        self._home = GpgHome(trusted_key_files(keyrings))
+    def __init__(
+        self,
+        signature: bytes,
+        keyrings: Sequence[Path] = (),
+        *,
+        home: GpgHome | None = None,
+    ) -> None:
+        """`home` (from PreparedHome) is owned from here on; else one is made now."""
+        self._home = home if home is not None else GpgHome(trusted_key_files(keyrings))
         self._signature = signature
         self._result: VerifyResult | None = None
         self._error: BaseException | None = None
         self._closed = False
         self._eof = False
-        self._rfd, self._wfd = os.pipe()
+        try:
+            self._rfd, self._wfd = os.pipe()
+        except BaseException:
+            self._home.close()
+            raise
         with contextlib.suppress(OSError):  # bigger pipe = fewer wake-ups (Linux only)
             fcntl.fcntl(self._wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self._thread = threading.Thread(target=self._work, name="gpg-verify", daemon=True)
@@ -218,6 +270,13 @@ class StreamVerifier:
             except BrokenPipeError:
                 return  # the worker gave up early (unusable signature): result says so
             view = view[n:]
+
+    def tap(self) -> int | None:
+        """The pipe GPG reads, for a kernel-side copy (tee); None once input ended.
+
+        Whoever writes it must do so in order with update() and handle EPIPE.
+        """
+        return None if self._eof else self._wfd
 
     def _end_input(self) -> None:
         if not self._eof:

@@ -12,14 +12,15 @@ import hashlib
 import io
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import NestosError, VerifyError, chain, describe
+from ..io.kernel import Writeback
 from ..net import http
-from ..net.stream import Selection, fetch_stream
 from ..profile import DEFAULT, Profile
 from ..progress import Progress
 from ..verify import FAILURE, StreamVerifier, VerifyResult
@@ -189,6 +190,9 @@ def stream_sources(  # noqa: PLR0917 - the shared interface takes them positiona
     `base_url=None` means the profile's default base and the "<OS> <stream> ..."
     wording; each source's description is the stream-level message.
     """
+    # pydantic costs 40 ms of start-up: only stream metadata needs it.
+    from ..net.stream import Selection, fetch_stream
+
     sel = Selection(
         stream=stream,
         architecture=architecture,
@@ -282,6 +286,42 @@ class VerifiedReader(io.RawIOBase):
         b[: len(data)] = data
         return len(data)
 
+    def copy_into(self, fd: int) -> None:
+        """Write the rest of the source to `fd` (sequentially, at its file position).
+
+        A source that can (plain-HTTP responses: HttpResponse.move_to) has the kernel
+        move the bytes into `fd` and, with tee, into GPG's pipe and a hashing thread's
+        pipe: the image never passes through Python. Otherwise, or after a broken
+        transfer was resumed, plain reads and writes finish the job. Dirty pages are
+        pushed to disk as the file grows (Writeback) so the caller's fsync is short.
+        """
+        writeback = Writeback(fd)
+        mover = getattr(self._raw, "move_to", None)
+        if mover is not None and not self._eof and self.bytes_read == 0:
+            hasher = _PipeHash(self._hash) if self._hash is not None else None
+            try:
+                taps = [self._verifier.tap() if self._verifier else None]
+                taps.append(hasher.tap if hasher is not None else None)
+
+                def first(data: bytes) -> None:
+                    self._account(data)
+                    write_all(fd, data)
+                    writeback.advance(len(data))
+
+                def moved(n: int) -> None:
+                    self.bytes_read += n
+                    if self._progress is not None:
+                        self._progress.add(n)
+                    writeback.advance(n)
+
+                mover(fd, [t for t in taps if t is not None], first, moved)
+            finally:
+                if hasher is not None:
+                    hasher.close()  # all tapped bytes hashed before any read below
+        while data := self.read1(READ_SIZE):
+            write_all(fd, data)
+            writeback.advance(len(data))
+
     def _account(self, data: bytes) -> None:
         self.bytes_read += len(data)
         if self._verifier is not None:
@@ -323,6 +363,36 @@ class VerifiedReader(io.RawIOBase):
                 self._raw.close()
             finally:
                 super().close()
+
+
+class _PipeHash:
+    """A thread hashing whatever arrives on a pipe (a tap of Fanout)."""
+
+    def __init__(self, digest: Any) -> None:
+        self._digest = digest
+        r, self.tap = os.pipe()
+        self._source = os.fdopen(r, "rb", buffering=0)
+        self._thread = threading.Thread(target=self._work, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        while n := self._source.readinto(buf):
+            self._digest.update(view[:n])  # releases the GIL for large buffers
+
+    def close(self) -> None:
+        """Wait until everything written so far is hashed."""
+        os.close(self.tap)
+        self._thread.join()
+        self._source.close()
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def open_verified(

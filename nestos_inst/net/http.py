@@ -21,18 +21,22 @@ already have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
+import select
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
 from ..errors import NestosError, describe
+from ..io.kernel import Fanout, zero_copy_available
+from .plain import PlainStream, plain_http_transport
 from .retries import parse_retries
 
 __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
@@ -100,11 +104,14 @@ class _Loop:
     @staticmethod
     async def _make_client() -> httpx.AsyncClient:
         _widen_reads()
+        plain = plain_http_transport()
         # identity: signatures cover the bytes as stored, never a transfer re-encoding.
         return httpx.AsyncClient(
+            transport=_LazyTransport(),
             timeout=TIMEOUT,
             max_redirects=MAX_REDIRECTS,
             headers={"Accept-Encoding": "identity"},
+            mounts={"http://": plain} if plain is not None else None,
         )
 
     @classmethod
@@ -116,6 +123,23 @@ class _Loop:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+class _LazyTransport(httpx.AsyncBaseTransport):
+    """httpx's default transport, built on first use: its CA bundle costs ~25 ms of
+    start-up that a plain-HTTP download never needs."""
+
+    def __init__(self) -> None:
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = httpx.AsyncHTTPTransport()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
 
 
 def _widen_reads() -> None:
@@ -155,6 +179,9 @@ class HttpResponse(io.RawIOBase):
         self._resp: httpx.Response | None = None
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._body: AsyncIterator[bytes] | None = None
+        self._started = False
+        self._have_at_last_error = 0
         self._chunks: list[bytes] = []
         self._next = 0
         self._block = b""
@@ -213,8 +240,10 @@ class HttpResponse(io.RawIOBase):
         self.length = _int_header(resp.headers.get("content-length"))
         self._inbox.bind(asyncio.get_running_loop())
         if resp.status_code == 200:
-            self._task = asyncio.get_running_loop().create_task(self._pump())
+            # The pump starts with the first read, or never when the kernel moves the body.
+            self._body = resp.aiter_raw()
         else:
+            self._started = True
             await resp.aclose()
             self._inbox.put_nowait(_EOF)
 
@@ -263,18 +292,35 @@ class HttpResponse(io.RawIOBase):
             f"unexpected reply to a resume request: {_status_text(resp)}"
         )
 
-    async def _pump(self) -> None:
-        assert self._resp is not None
-        resp = self._resp
-        have = 0
-        have_at_last_error = 0
+    async def _pump(self, have: int = 0, error: str | None = None) -> None:
+        """Move the body into the inbox from byte `have` on, resuming broken transfers.
+
+        `error` set: the transfer already broke at `have` (on the kernel path) and
+        the pump starts with the retry decision and a Range request.
+        """
+        assert self._resp is not None and self._body is not None
+        resp, body = self._resp, self._body
         skip = 0
         pending: list[bytes] = []
         size = 0
         try:
             while True:
+                if error is not None:
+                    await resp.aclose()
+                    if pending:
+                        await self._inbox.put(pending)
+                        pending, size = [], 0
+                    if not self._budget.can_retry():
+                        raise NestosError(f"reading '{self.url}'") from NestosError(error)
+                    if have > self._have_at_last_error:
+                        self._budget.delay = 1.0  # progress since the last break: start over
+                    self._have_at_last_error = have
+                    await self._budget.backoff(self.url, error)
+                    resp, skip = await self._resume(have)
+                    self._resp, body = resp, resp.aiter_raw()
+                    error = None
                 try:
-                    async for chunk in resp.aiter_raw():
+                    async for chunk in body:
                         if not chunk:
                             continue
                         if skip:
@@ -297,20 +343,7 @@ class HttpResponse(io.RawIOBase):
                         )
                     break
                 except httpx.TransportError as exc:
-                    await resp.aclose()
-                    if pending:
-                        await self._inbox.put(pending)
-                        pending, size = [], 0
-                    if not self._budget.can_retry():
-                        raise NestosError(f"reading '{self.url}'") from NestosError(
-                            _error_text(exc)
-                        )
-                    if have > have_at_last_error:
-                        self._budget.delay = 1.0  # progress since the last break: start over
-                    have_at_last_error = have
-                    await self._budget.backoff(self.url, _error_text(exc))
-                    resp, skip = await self._resume(have)
-                    self._resp = resp
+                    error = _error_text(exc)
             if pending:
                 await self._inbox.put(pending)
             await self._inbox.put(_EOF)
@@ -321,12 +354,119 @@ class HttpResponse(io.RawIOBase):
         finally:
             await resp.aclose()
 
+    async def _start_pump(self, have: int, error: str | None) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._pump(have, error))
+
+    def _ensure_pump(self, have: int = 0, error: str | None = None) -> None:
+        if not self._started:
+            self._started = True
+            self._loop.call(self._start_pump(have, error))
+
+    # ---- kernel path (caller's thread) ----
+    async def _first_chunk(self) -> tuple[bytes, str | None]:
+        """The first non-empty body chunk, or the transfer error that came instead."""
+        assert self._body is not None
+        try:
+            async for chunk in self._body:
+                if chunk:
+                    return chunk, None
+        except httpx.TransportError as exc:
+            return b"", _error_text(exc)
+        return b"", None
+
+    def move_to(
+        self,
+        fd: int,
+        taps: Sequence[int],
+        first: Callable[[bytes], None],
+        moved: Callable[[int], None],
+    ) -> bool:
+        """Copy the whole body to `fd`, and to the pipes `taps`, inside the kernel.
+
+        Only plain http:// with a Content-Length qualifies, and only before any read.
+        The first chunk has already left the socket: `first(chunk)` must handle it;
+        `moved(n)` follows every `n` bytes the kernel moved. Returns True when the
+        body is complete; False when the caller must read the rest with read1()
+        (fast path unavailable, or the transfer broke and is being resumed per §5.5).
+        """
+        if self._started or self.length is None or not zero_copy_available():
+            return False
+        self._started = True
+        chunk, error = self._loop.call(self._first_chunk())
+        have = len(chunk)
+        if chunk:
+            self.position += have
+            first(chunk)
+        if error is None and have >= self.length:
+            self._loop.call(self._close_resp())
+            self._eof = True
+            return True
+        assert self._resp is not None
+        stream = self._resp.extensions.get("network_stream")
+        if (
+            error is not None
+            or not chunk
+            or not isinstance(stream, PlainStream)
+            or stream.body_bytes_read() != have
+        ):
+            # Not ours to move (TLS, bytes still buffered) or already broken: the pump
+            # carries on with the same body iterator, or resumes after the error.
+            self._started = False
+            self._ensure_pump(have, error)
+            return False
+        error = self._splice(stream, fd, taps, have, moved)
+        if error is None:
+            self._loop.call(self._close_resp())
+            self._eof = True
+            return True
+        self._started = False
+        self._ensure_pump(self.position, error)
+        return False
+
+    def _splice(
+        self,
+        stream: PlainStream,
+        fd: int,
+        taps: Sequence[int],
+        have: int,
+        moved: Callable[[int], None],
+    ) -> str | None:
+        """Socket -> pipes -> fd until the body is in; the break's text, if it broke."""
+        assert self.length is not None
+        sock = stream.sock.fileno()
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        timeout_ms = int(TIMEOUT.read * 1000) if TIMEOUT.read is not None else -1
+        with Fanout(taps, fd) as fan:
+            while have < self.length:
+                try:
+                    n = os.splice(sock, fan.inlet, min(self.length - have, fan.size), flags=flags)
+                except BlockingIOError:
+                    if not poller.poll(timeout_ms):
+                        return "timed out"
+                    continue
+                except OSError as exc:
+                    return describe(exc)
+                if n == 0:
+                    return _short_body(have, self.length)
+                fan.push(n)
+                have += n
+                self.position += n
+                moved(n)
+        return None
+
+    async def _close_resp(self) -> None:
+        if self._resp is not None:
+            await self._resp.aclose()
+
     # ---- consumer side (caller's thread) ----
     def readable(self) -> bool:
         return True
 
     def _next_block(self) -> bool:
         if self._next >= len(self._chunks):
+            self._ensure_pump(self.position)
             item = self._inbox.get()
             if item is _EOF:
                 self._eof = True
@@ -387,6 +527,10 @@ class HttpResponse(io.RawIOBase):
                 task.cancel()
 
             self._loop.loop.call_soon_threadsafe(cancel)
+        elif task is None and self._resp is not None:
+            # The pump never ran (kernel path, or nothing read): close the response here.
+            with contextlib.suppress(Exception):
+                self._loop.call(self._close_resp())
         self._inbox.close()
         super().close()
 
@@ -439,6 +583,13 @@ class _Inbox:
             self._items.clear()
         if self._loop is not None and self._space is not None:
             self._loop.call_soon_threadsafe(self._space.set)
+
+
+def _short_body(have: int, length: int) -> str:
+    return (
+        "peer closed connection without sending complete message body: "
+        f"received {have} bytes, expected {length}"
+    )
 
 
 def _int_header(value: str | None) -> int | None:
