@@ -16,6 +16,7 @@ from .cli.common import restore_sigpipe
 from .errors import NestosError
 from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources, write_all
 from .io.compress import open_decompressed
+from .io.kernel import Writeback
 from .io.pipeline import copy_to_fd
 from .profile import DEFAULT
 from .progress import Progress
@@ -133,7 +134,14 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
                     if target is None:
                         reader.copy_into(fd)
                     else:
-                        copy_to_fd(stream, fd, offset=0, chunk=COPY_SIZE)
+                        # Disk writeback runs alongside, leaving fsync() only the tail.
+                        copy_to_fd(
+                            stream,
+                            fd,
+                            offset=0,
+                            chunk=COPY_SIZE,
+                            progress_cb=Writeback(fd).advance,
+                        )
                 except OSError as exc:
                     raise NestosError(f"writing {out}") from exc
                 reader.finish()
