@@ -6,7 +6,8 @@
 Peak RSS of our process (VmHWM, sampled) must stay <= 100 MiB.
 For reference only, `curl URL | gpg --verify SIG -` (no file written) shows what
 overlapping network and GPG can reach at best: gpg reads a pipe 8 KiB at a time,
-which costs it ~30% more than reading the file.
+which costs it ~30% more than reading the file. The server is plain HTTP, so ours
+takes the kernel path (splice/tee, docs/download.md).
 Ratio = baseline seconds / our seconds (higher is better). Inputs are cached in
 /var/tmp/nestos-bench-cache keyed by their recipe; BENCH_DOWNLOAD_MIB resizes them.
 """

@@ -7,7 +7,10 @@ and hands them over through a small bounded queue, so the socket keeps draining
 while the calling thread does the CPU work (GPG feed, hashing, decompression,
 writing) — the two overlap on two cores and memory stays bounded (queue depth x
 1 MiB). A sync facade keeps every consumer (install, osmet, download)
-simple and lets them be composed with ordinary file-like stages.
+simple and lets them be composed with ordinary file-like stages. A consumer that
+only stores the bytes (download) can instead call move_to(): on plain http:// the
+kernel then moves the body from the socket to the file and GPG's pipe (splice/tee,
+see net/plain.py for why the socket position is known exactly).
 
 Retries: attempts = fetch_retries + 1 (None = unbounded). Send failures and statuses
 408/429/500/502/503/504 are retried with a delay starting at 1 s, doubling, capped at
