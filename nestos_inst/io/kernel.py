@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -27,7 +26,8 @@ WRITEBACK_STEP = 16 << 20
 @cache
 def _libc() -> Any:
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols include libc's; find_library() would run ldconfig.
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
@@ -99,6 +99,7 @@ class Writeback:
 
 
 PIPE_SIZE = 1 << 20
+_NO_SPLICE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 class Fanout:
@@ -114,6 +115,7 @@ class Fanout:
     def __init__(self, taps: Sequence[int], sink: int) -> None:
         self._taps: list[int | None] = list(taps) or [None]
         self._sink = sink
+        self._sink_splice = True
         self._pipes: list[tuple[int, int]] = []
         try:
             for _ in self._taps:
@@ -143,11 +145,26 @@ class Fanout:
                         continue
                 done = 0
                 while done < step:
-                    n = os.splice(r, dest, step - done) if step else 0
+                    n = self._move(r, dest, step - done) if step else 0
                     if n <= 0:
                         raise OSError(errno.EIO, "pipe stage made no progress")
                     done += n
                 left -= step
+
+    def _move(self, r: int, dest: int, count: int) -> int:
+        if dest != self._sink or self._sink_splice:
+            try:
+                return os.splice(r, dest, count)
+            except OSError as exc:
+                # Some file systems (and O_APPEND files) refuse splice(): copy instead.
+                if dest != self._sink or exc.errno not in _NO_SPLICE:
+                    raise
+                self._sink_splice = False
+        data = os.read(r, count)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dest, view) :]
+        return len(data)
 
     def close(self) -> None:
         for r, w in self._pipes:

@@ -129,6 +129,23 @@ def test_slow_narrow_tap_sees_every_byte_in_order(tmp_path: Path) -> None:
     assert (tmp_path / "sink").read_bytes() == DATA
 
 
+def test_sink_refusing_splice_gets_copies(tmp_path: Path) -> None:
+    """splice() into an O_APPEND file fails with EINVAL, like some file systems."""
+    tap = PipeReader()
+    sink = os.open(tmp_path / "sink", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with kernel.Fanout([tap.fd], sink) as fan:
+            view = memoryview(DATA)
+            while view:
+                n = os.write(fan.inlet, view[: fan.size])
+                fan.push(n)
+                view = view[n:]
+    finally:
+        os.close(sink)
+    assert tap.finish() == DATA
+    assert (tmp_path / "sink").read_bytes() == DATA
+
+
 def test_tap_whose_reader_left_is_dropped(server: Server, tmp_path: Path) -> None:
     server.add("/img", DATA)
     quitter = PipeReader(stop_after=100_000)
