@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import shutil
 import tempfile
 import threading
@@ -33,6 +34,8 @@ FAILURE = "GPG verification failure"
 # Pipe buffer between the feeder and GPGME (the only data held for GPG).
 PIPE_SIZE = 1 << 20
 GPGME_IO_BUFFER = 64 << 10
+# How often the watchdog looks for a gpg that died without GPGME noticing.
+WATCH_INTERVAL = 1.0
 
 
 def trusted_key_files(extra: Iterable[Path] = ()) -> list[Path]:
@@ -173,7 +176,15 @@ class GpgHome:
         # Importing keys may start a gpg-agent in the home: stop it before removing.
         if any(self.path.glob("S.*")):
             run(["gpgconf", "--homedir", self.path, "--kill", "all"], check=False)
-        shutil.rmtree(self.path, ignore_errors=True)
+        # After an abort, a gpg that GPGME spawned (and never waits for) may still be
+        # starting and drop a lock file in here; it exits once it finds its pipes
+        # closed, so try again for a little while rather than leave the home behind.
+        deadline = time.monotonic() + 3.0
+        while True:
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists() or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
 
 class PreparedHome:
@@ -249,6 +260,9 @@ class StreamVerifier:
         self._error: BaseException | None = None
         self._closed = False
         self._eof = False
+        self._done = threading.Event()
+        self._engine_pipes: list[tuple[int, int]] = []
+        self._engine_died = False
         try:
             self._rfd, self._wfd = os.pipe()
         except BaseException:
@@ -293,12 +307,25 @@ class StreamVerifier:
         return self._result
 
     def close(self) -> None:
-        """Abort (idempotent): end the input, wait for the worker, remove the home."""
+        """Abort (idempotent): end the input, cancel, wait for the worker, clean up.
+
+        Cancelling matters when gpg died under us (Ctrl-C reaches the whole process
+        group): GPGME may never notice by itself.
+        """
         if self._closed:
             return
         self._end_input()
-        self._thread.join()
+        self._cancel()
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                self._thread.join()
+                break
+            except KeyboardInterrupt as exc:  # a second Ctrl-C: still leave no home
+                interrupted = exc
         self._cleanup()
+        if interrupted is not None:
+            raise interrupted
 
     def _cleanup(self) -> None:
         if not self._closed:
@@ -319,21 +346,72 @@ class StreamVerifier:
                 signature = gpg.Data(self._signature)
                 before = _open_fds()
                 ctx.op_verify_start(signature, signed, None)
-                _widen_new_pipes(before, keep=self._wfd)
+                self._engine_pipes = _widen_new_pipes(before, keep=self._wfd)
+                watcher = threading.Thread(target=self._watch, name="gpg-watch", daemon=True)
+                watcher.start()
                 ctx.wait(True)
             except gpg.errors.GPGMEError as exc:
                 # Malformed signature packets end here, possibly before all data was read.
-                self._result = VerifyResult(False, (), f"unusable signature: {exc}")
+                reason = f"unusable signature: {exc}"
+                if self._engine_died:
+                    reason = "gpg exited before it had read all the data"
+                self._result = VerifyResult(False, (), reason)
             else:
                 self._result = self._home.judge(ctx.op_verify_result())
         except BaseException as exc:
             self._error = exc
         finally:
+            self._done.set()
             # Swallow what the feeder still sends (no EPIPE/SIGPIPE surprises for it).
             with contextlib.suppress(OSError):
                 while source.read(PIPE_SIZE):
                     pass
             source.close()
+
+    def _cancel(self) -> None:
+        from gpg import gpgme
+
+        with contextlib.suppress(Exception):
+            gpgme.gpgme_cancel_async(self._home.ctx.wrapped)
+
+    def _watch(self) -> None:
+        """Cancel the operation when gpg is gone but GPGME has not noticed.
+
+        GPGME 1.18 can keep polling a pipe whose reader (gpg) died, getting POLLERR
+        forever (seen when Ctrl-C reached gpg): the verifier thread would spin and the
+        feeder block. Two checks a second apart showing gpg's end closed are enough.
+        """
+        strikes = 0
+        while not self._done.wait(WATCH_INTERVAL):
+            dead = _dead_pipes(self._engine_pipes)
+            strikes = strikes + 1 if dead else 0
+            if strikes >= 2:
+                self._engine_died = True
+                self._cancel()
+                # Cancelling is not enough for that loop: point the dead pipe at
+                # /dev/null, so GPGME's next write succeeds, the rest of the data
+                # drains and the operation ends (without a valid signature).
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    for fd in _dead_pipes(self._engine_pipes):
+                        os.dup2(null, fd)
+                finally:
+                    os.close(null)
+                return
+
+
+def _dead_pipes(pipes: list[tuple[int, int]]) -> list[int]:
+    """The write ends (fd, inode) among `pipes` whose reader has closed its end."""
+    dead: list[int] = []
+    for fd, inode in pipes:
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_ino != inode:
+                continue  # closed by GPGME and the number reused: not ours any more
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if any(events & select.POLLERR for _, events in poller.poll(0)):
+                dead.append(fd)
+    return dead
 
 
 def _open_fds() -> set[str]:
@@ -343,14 +421,16 @@ def _open_fds() -> set[str]:
         return set()
 
 
-def _widen_new_pipes(before: set[str], keep: int) -> None:
+def _widen_new_pipes(before: set[str], keep: int) -> list[tuple[int, int]]:
     """Give the pipes GPGME just made towards gpg 1 MiB instead of 64 KiB.
 
     GPGME offers no handle on them, but they are the write-only, non-blocking pipe
     ends that op_verify_start() opened. With 64 KiB GPGME and gpg ping-pong on every
     io-buffer; a wider pipe lets gpg hash while GPGME refills. Best effort: any
-    other new pipe that matches merely gets a bigger buffer.
+    other new pipe that matches merely gets a bigger buffer. Returns them as (fd,
+    inode) for the watchdog.
     """
+    found: list[tuple[int, int]] = []
     for name in _open_fds() - before:
         with contextlib.suppress(OSError, ValueError):
             fd = int(name)
@@ -358,7 +438,9 @@ def _widen_new_pipes(before: set[str], keep: int) -> None:
                 continue
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             if flags & os.O_ACCMODE == os.O_WRONLY and flags & os.O_NONBLOCK:
+                found.append((fd, os.fstat(fd).st_ino))
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    return found
 
 
 def verify_stream(

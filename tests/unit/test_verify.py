@@ -189,3 +189,74 @@ def test_package_key_dir_is_trusted(
     monkeypatch.setattr(verify, "KEY_DIR", keys)
     path, sig = signed
     assert verify_file(path, sig).ok
+
+
+def _engine_pid(home: Path, timeout: float = 10.0) -> int:
+    """The gpg GPGME spawned for this home (GPGME detaches it: not our child)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    needle = str(home).encode()
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in argv and b"--verify" in argv:
+                return int(entry)
+        time.sleep(0.01)
+    raise AssertionError("gpg --verify did not start")
+
+
+@pytest.mark.parametrize("feed", ["update", "tee"])
+def test_gpg_killed_mid_stream_fails_instead_of_hanging(
+    tmp_path: Path, signing_key: SigningKey, feed: str
+) -> None:
+    """Ctrl-C reaches gpg too (same process group). GPGME 1.18 may then poll its dead
+    pipe forever; the watchdog must turn that into a failed result, not a hang."""
+    import signal
+    import threading
+
+    from nestos_inst.io import kernel
+
+    data = os.urandom(1 << 20) * 48
+    path = tmp_path / "big.raw"
+    path.write_bytes(data)
+    sig = signing_key.sign(path).read_bytes()
+    before = leftover_homes()
+    verifier = StreamVerifier(sig, [signing_key.public])
+    home = verifier._home.path
+    verifier.update(data[: 4 << 20])
+    os.kill(_engine_pid(home), signal.SIGINT)
+    results = []
+
+    def rest() -> None:
+        view = memoryview(data)[4 << 20 :]
+        if feed == "tee" and kernel.zero_copy_available():
+            tap = verifier.tap()
+            assert tap is not None
+            sink = os.open(os.devnull, os.O_WRONLY)
+            try:
+                with kernel.Fanout([tap], sink) as fan:
+                    while view:
+                        n = os.write(fan.inlet, view[: fan.size])
+                        fan.push(n)
+                        view = view[n:]
+            finally:
+                os.close(sink)
+        else:
+            for part in chunks(bytes(view), 1 << 20):
+                verifier.update(part)
+        results.append(verifier.finish())
+
+    worker = threading.Thread(target=rest, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "verification hung after gpg died"
+    assert not results[0].ok
+    verifier.close()
+    assert not home.exists()
+    assert leftover_homes() == before
