@@ -30,6 +30,7 @@ from .run import run
 KEY_DIR = Path(__file__).resolve().parent / "data" / "keys"
 
 FAILURE = "GPG verification failure"
+ENGINE_DIED = "gpg exited before it had read all the data"
 
 # Pipe buffer between the feeder and GPGME (the only data held for GPG).
 PIPE_SIZE = 1 << 20
@@ -352,12 +353,11 @@ class StreamVerifier:
                 ctx.wait(True)
             except gpg.errors.GPGMEError as exc:
                 # Malformed signature packets end here, possibly before all data was read.
-                reason = f"unusable signature: {exc}"
-                if self._engine_died:
-                    reason = "gpg exited before it had read all the data"
-                self._result = VerifyResult(False, (), reason)
+                self._result = VerifyResult(False, (), f"unusable signature: {exc}")
             else:
                 self._result = self._home.judge(ctx.op_verify_result())
+            if self._engine_died:
+                self._result = VerifyResult(False, (), ENGINE_DIED)
         except BaseException as exc:
             self._error = exc
         finally:
