@@ -10,7 +10,7 @@ DESTDIR ?=
 # GPGME, systemd and udev bindings (the venv sees them via --system-site-packages).
 APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
 	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
-	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree
+	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl
 E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod
 
 .PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench install clean

@@ -29,6 +29,7 @@ import io
 import os
 import re
 import select
+import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -129,20 +130,48 @@ class _Loop:
 
 
 class _LazyTransport(httpx.AsyncBaseTransport):
-    """httpx's default transport, built on first use: its CA bundle costs ~25 ms of
-    start-up that a plain-HTTP download never needs."""
+    """httpx's default transport with the system's trust store, built on first use.
+
+    Loading certificates costs ~25 ms of start-up that a plain-HTTP download never
+    needs. The trust store is the system's (what coreos-installer's OpenSSL uses, so
+    a fleet's own CA added with update-ca-trust works); SSL_CERT_FILE / SSL_CERT_DIR
+    replace it; certifi's bundle is added only where the system has none.
+    """
 
     def __init__(self) -> None:
         self._inner: httpx.AsyncHTTPTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._inner is None:
-            self._inner = httpx.AsyncHTTPTransport()
+            self._inner = httpx.AsyncHTTPTransport(verify=_trust_context())
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         if self._inner is not None:
             await self._inner.aclose()
+
+
+def _trust_context() -> ssl.SSLContext:
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    try:
+        ctx = ssl.create_default_context()
+        if cafile or capath:
+            # Explicit, so that a broken file is an error rather than an empty store.
+            ctx.load_verify_locations(cafile=cafile or None, capath=capath or None)
+        elif ctx.cert_store_stats()["x509_ca"] == 0:
+            with contextlib.suppress(ImportError):
+                import certifi
+
+                ctx.load_verify_locations(cafile=certifi.where())
+    except (ssl.SSLError, OSError) as exc:
+        where = cafile or capath
+        what = (
+            f"loading trusted certificates from {where}"
+            if where
+            else ("loading trusted certificates")
+        )
+        raise NestosError(what) from NestosError(describe(exc))
+    return ctx
 
 
 def _widen_reads() -> None:
@@ -211,6 +240,8 @@ class HttpResponse(io.RawIOBase):
                 raise NestosError(f"fetching '{self.request_url}'") from NestosError(
                     _error_text(exc)
                 )
+            except NestosError as exc:
+                raise NestosError(f"fetching '{self.request_url}'") from exc
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TooManyRedirects) or not self._budget.can_retry():
                     raise NestosError(f"fetching '{self.request_url}'") from NestosError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -55,12 +56,14 @@ class Server:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    scheme: str = "http"
+
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"{self.scheme}://{self.host}:{self.port}/"
 
     def add(self, path: str, data: bytes | Path | None = None, **kw: object) -> Entry:
         file, blob = (data, None) if isinstance(data, Path) else (None, data)
@@ -200,10 +203,12 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def http_server() -> Iterator[Server]:
-    """Start the server on an ephemeral port; always shut it down."""
-    server = Server("127.0.0.1", 0)
+def http_server(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """Start the server on an ephemeral port (HTTPS with `tls`); always shut it down."""
+    server = Server("127.0.0.1", 0, scheme="https" if tls is not None else "http")
     httpd = _QuietServer(("127.0.0.1", 0), _make_handler(server))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.errors = []
     httpd.daemon_threads = True
     server.port = httpd.server_address[1]
