@@ -34,6 +34,8 @@ def describe(exc: BaseException) -> str:
     """Render one link the way Rust's std::io::Error does, so texts match upstream."""
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         return f"{exc.strerror} (os error {exc.errno})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
     text = str(exc)
     return text if text else type(exc).__name__
 

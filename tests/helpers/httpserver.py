@@ -13,6 +13,7 @@ import re
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Entry:
     last_modified: float | None = None
     redirect: str | None = None  # Location for a 302
     content_length: bool = True  # False: no Content-Length, close-delimited body
+    rate: int | None = None  # bytes per second (a slow mirror), None = as fast as possible
 
     def size(self) -> int:
         if self.file is not None:
@@ -172,6 +174,19 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
 
         def _copy(self, entry: Entry, start: int, limit: int) -> None:
+            if entry.rate is not None:
+                step = max(1, entry.rate // 20)
+                for off in range(start, start + limit, step):
+                    n = min(step, start + limit - off)
+                    if entry.file is not None:
+                        with open(entry.file, "rb") as f:
+                            f.seek(off)
+                            self.wfile.write(f.read(n))
+                    else:
+                        assert entry.data is not None
+                        self.wfile.write(entry.data[off : off + n])
+                    time.sleep(n / entry.rate)
+                return
             if entry.file is not None:
                 with open(entry.file, "rb") as f:
                     f.seek(start)

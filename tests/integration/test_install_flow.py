@@ -399,6 +399,55 @@ def test_flipped_byte_wipes(
         assert_data_readable(dev, 5)
 
 
+def test_ctrl_c_mid_write_wipes_and_exits(
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+) -> None:
+    """Ctrl-C reaches the whole process group (gpg too) while the image streams in
+    from a slow mirror: the command must end promptly, wipe the table, keep the
+    saved partition and leave no GnuPG home behind."""
+    import signal
+    import sys
+    import time
+
+    from tests.helpers.cli import REPO
+
+    img = factory.get(Recipe(), "raw")
+    assert img.sig is not None
+    private_tmp = tmp_path / "tmpdir"
+    private_tmp.mkdir()
+    with http_server() as srv, disk_with_data(tmp_path) as dev:
+        srv.add("/metal.raw", img.path, rate=8 * MiB)
+        srv.add("/metal.raw.sig", img.sig)
+        env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C", TMPDIR=str(private_tmp))
+        argv = [sys.executable, "-m", "nestos_inst", "install", dev, "--save-partlabel", "data"]
+        argv += ["--image-url", srv.url("/metal.raw"), "--keyring", str(signing_key.public)]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            assert proc.stderr is not None
+            seen = b""
+            while b"Read disk" not in seen:  # the image is streaming onto the disk
+                line = proc.stderr.readline()
+                assert line, seen.decode()
+                seen += line
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, rest = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        err = (seen + rest).decode()
+        assert proc.returncode == 1, err
+        assert "interrupted" in err
+        assert "Resetting partition table" in err
+        assert "Error: install failed" in err
+        assert_wiped(dev, keep=("data",))
+        assert_data_readable(dev, 5)
+    assert os.listdir(private_tmp) == []
+
+
 def test_target_smaller_than_image(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
 ) -> None:
