@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _sigpipe_stays_ignored() -> Iterator[None]:
+    """Python ignores SIGPIPE; a test that lets the default action leak out would
+    make the next EPIPE (a test server writing to a vanished client) kill pytest."""
+    before = signal.getsignal(signal.SIGPIPE)
+    yield
+    after = signal.getsignal(signal.SIGPIPE)
+    signal.signal(signal.SIGPIPE, before)
+    assert after == before, "a test changed the SIGPIPE action of the test process"

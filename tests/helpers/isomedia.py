@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -254,11 +255,17 @@ def run_main(*args: str | os.PathLike[str], input: bytes = b"") -> Result:
     """Run the CLI in this process (fast path for suites with many invocations)."""
     from nestos_inst.__main__ import main
 
+    # Commands restore the default SIGPIPE action (they die silently on a closed
+    # pipe); in this process that would let any later EPIPE (the test HTTP server
+    # writing to a client that went away) kill pytest itself.
+    sigpipe = signal.getsignal(signal.SIGPIPE)
     with _swapped_stdio(input) as (fout, ferr):
         try:
             rc = main([os.fspath(a) for a in args])
         except SystemExit as exc:
             rc = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            signal.signal(signal.SIGPIPE, sigpipe)
         sys.stdout.flush()
         sys.stderr.flush()
         fout.seek(0)
