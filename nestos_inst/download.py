@@ -14,10 +14,10 @@ from typing import BinaryIO
 
 from .cli.common import restore_sigpipe
 from .errors import NestosError
-from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources, write_all
+from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
 from .io.compress import open_decompressed
 from .io.kernel import Writeback
-from .io.pipeline import copy_to_fd
+from .io.pipeline import copy_to_fd, write_all
 from .profile import DEFAULT
 from .progress import Progress
 from .verify import PreparedHome, StreamVerifier, verify_file

@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 
 from ..errors import FormatError, NestosError
+from ..io.pipeline import pwrite_all, write_all
 from .iso9660 import file_size
 
 _CHUNK = 1 << 20
@@ -40,7 +41,7 @@ def write_in_place(fd: int, regions: Regions, path: str) -> None:
     size = file_size(fd)
     with _ctx(f"writing {path}"):
         for offset, data in check_regions(regions, size):
-            _pwrite_all(fd, data, offset)
+            pwrite_all(fd, data, offset)
 
 
 def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
@@ -50,7 +51,7 @@ def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
     with _ctx("writing to stdout"):
         for offset, data in check_regions(regions, size):
             _send(fd, out_fd, pos, offset - pos)
-            _write_all(out_fd, data)
+            write_all(out_fd, data)
             pos = offset + len(data)
         _send(fd, out_fd, pos, size - pos)
 
@@ -67,7 +68,7 @@ def write_copy(fd: int, regions: Regions, output: str, temp_prefix: str) -> None
                 copy_sparse(fd, tmp_fd, size)
             with _ctx(f"writing {tmp_path}"):
                 for offset, data in ordered:
-                    _pwrite_all(tmp_fd, data, offset)
+                    pwrite_all(tmp_fd, data, offset)
         finally:
             os.close(tmp_fd)
         with _ctx(f"persisting output file to {output}"):
@@ -124,7 +125,7 @@ def _copy_userspace(src: int, dst: int, offset: int, count: int) -> None:
         data = os.pread(src, min(_CHUNK, end - offset), offset)
         if not data:
             raise FormatError(f"unexpected end of input at offset {offset}")
-        _pwrite_all(dst, data, offset)
+        pwrite_all(dst, data, offset)
         offset += len(data)
 
 
@@ -140,27 +141,13 @@ def _send(src: int, dst: int, offset: int, count: int) -> None:
                     data = os.pread(src, min(_CHUNK, end - offset), offset)
                     if not data:
                         raise FormatError(f"unexpected end of input at offset {offset}") from None
-                    _write_all(dst, data)
+                    write_all(dst, data)
                     offset += len(data)
                 return
             raise
         if n == 0:
             raise FormatError(f"unexpected end of input at offset {offset}")
         offset += n
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _create_temp(parent: str, prefix: str) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NestosError
+from ..io.pipeline import write_all
 from ..profile import ALL, Profile
 from . import bls
 from .console import Console, console_hint, grub_commands, parse_console
@@ -237,7 +238,7 @@ def write_ignition(boot: Path, data: bytes) -> None:
         raise NestosError(f"opening {path}") from exc
     try:
         os.fchmod(fd, 0o600)
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     except OSError as exc:
         raise NestosError(f"writing {path}") from exc
@@ -252,7 +253,7 @@ def write_firstboot_args(boot: Path, args: str) -> None:
     except OSError as exc:
         raise NestosError(f"opening {path}") from exc
     try:
-        _write_all(fd, f'set ignition_network_kcmdline="{args}"\n'.encode())
+        write_all(fd, f'set ignition_network_kcmdline="{args}"\n'.encode())
     except OSError as exc:
         raise NestosError(f"writing {path}") from exc
     finally:
@@ -293,9 +294,3 @@ def _refuse_symlink(path: Path) -> None:
     """Never follow a link planted on /boot out of the boot filesystem."""
     if path.is_symlink():
         raise NestosError(f"refusing to write through symbolic link {path}")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

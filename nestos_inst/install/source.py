@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import NestosError, VerifyError, chain, describe
 from ..io.kernel import Writeback
+from ..io.pipeline import write_all
 from ..net import http
 from ..profile import DEFAULT, Profile
 from ..progress import Progress
@@ -386,13 +387,6 @@ class _PipeHash:
         os.close(self.tap)
         self._thread.join()
         self._source.close()
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def open_verified(

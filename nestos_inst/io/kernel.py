@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from .pipeline import write_all
+
 # sync_file_range(2): start writeback of dirty pages, do not wait for it.
 SYNC_FILE_RANGE_WRITE = 2
 # Start writeback once this much was written since the last kick: big enough to be
@@ -161,9 +163,7 @@ class Fanout:
                     raise
                 self._sink_splice = False
         data = os.read(r, count)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dest, view) :]
+        write_all(dest, data)
         return len(data)
 
     def close(self) -> None:

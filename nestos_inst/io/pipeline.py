@@ -40,6 +40,16 @@ def read_exact(reader: BinaryIO, n: int) -> bytes:
     return read_full(reader.read, n)
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """os.write until everything is written (pipes and signals may cut it short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise NestosError("short write")
+        view = view[n:]
+
+
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     """os.pwrite until everything is written (it may write less than asked)."""
     view = memoryview(data)

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from ..disk import blockdev
 from ..errors import FormatError, NestosError, VerifyError
+from ..io.pipeline import pwrite_all
 from .format import Osmet, OsmetFile, checksum_to_object_path, read_file
 
 CHUNK = 1 << 20
@@ -292,20 +293,13 @@ def _copy_first_mib_last(reader: OsmetReader, fd: int, size: int, device: Path) 
                 rest = memoryview(data)[len(take) :]
                 pos += len(take)
                 if rest:
-                    _write_all(fd, rest, pos)
+                    pwrite_all(fd, rest, pos)
                     pos += len(rest)
             else:
-                _write_all(fd, memoryview(data), pos)
+                pwrite_all(fd, memoryview(data), pos)
                 pos += len(data)
         os.fsync(fd)
-        _write_all(fd, memoryview(head), 0)
+        pwrite_all(fd, memoryview(head), 0)
         os.fsync(fd)
     except OSError as exc:
         raise NestosError(f"writing to {device}") from exc
-
-
-def _write_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        n = os.pwrite(fd, data, offset)
-        data = data[n:]
-        offset += n
