@@ -36,6 +36,8 @@ class Entry:
     redirect: str | None = None  # Location for a 302
     content_length: bool = True  # False: no Content-Length, close-delimited body
     rate: int | None = None  # bytes per second (a slow mirror), None = as fast as possible
+    stall_after: int | None = None  # go silent after this many body bytes...
+    stall_seconds: float = 0.0  # ...for this long, then carry on (first response only)
 
     def size(self) -> int:
         if self.file is not None:
@@ -174,6 +176,13 @@ def _make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
 
         def _copy(self, entry: Entry, start: int, limit: int) -> None:
+            stall = entry.stall_after
+            if stall is not None and stall < limit:
+                entry.stall_after = None
+                self._copy(entry, start, stall)
+                self.wfile.flush()
+                time.sleep(entry.stall_seconds)
+                start, limit = start + stall, limit - stall
             if entry.rate is not None:
                 step = max(1, entry.rate // 20)
                 for off in range(start, start + limit, step):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import httpx
 import pytest
 
 from nestos_inst.errors import NestosError, chain
@@ -167,6 +168,20 @@ def test_break_on_kernel_path_is_resumed(
     assert moves.first + tap.finish().__len__() == len(DATA)
     statuses = [h.status for h in server.hits("/img")]
     assert statuses == ([200, 200] if ignore_range else [200, 206])
+
+
+def test_silent_server_times_out_then_resumes(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No data for longer than the read timeout on the kernel path: a resumable break."""
+    monkeypatch.setattr(http, "TIMEOUT", httpx.Timeout(5.0, read=0.3))
+    server.add("/img", DATA, stall_after=2_000_000, stall_seconds=2.0)
+    done, moves = fetch_into(server, "/img", tmp_path / "out", [], retries=1)
+    assert not done and moves.kernel > 0
+    assert (tmp_path / "out").read_bytes() == DATA
+    hits = server.hits("/img")
+    assert [h.status for h in hits] == [200, 206]
+    assert hits[1].headers["range"] == f"bytes={moves.first + moves.kernel}-"
 
 
 def test_break_without_budget_fails(server: Server, tmp_path: Path) -> None:
