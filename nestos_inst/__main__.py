@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from .errors import NestosError, UsageError, format_chain
+from .errors import NestosError, UsageError, format_chain, terminating_signals_raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        rc = func(args)
+        with terminating_signals_raise():
+            rc = func(args)
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -35,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Commands that must die silently restore SIGPIPE themselves; others say so.
         sys.stderr.write("Error: Broken pipe (os error 32)\n")
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM/SIGHUP)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -7,6 +7,8 @@ lower-level reasons, mirroring anyhow's context chains so messages match upstrea
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 
 
@@ -30,12 +32,60 @@ class VerifyError(NestosError):
     """Signature or digest verification failed."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP raised in the main thread, so that clean-up runs as for
+    Ctrl-C: no temporary file, GnuPG home or half-written disk is left behind when
+    systemd stops the service or the terminal goes away."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def terminating_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into Terminated for the duration (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, _raise_terminated) for sig in TERMINATING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold off Ctrl-C, SIGTERM and SIGHUP (main thread only) while something must
+    finish, such as resetting a partition table after a failure; they are dropped:
+    the caller is already on its way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, *TERMINATING_SIGNALS)
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def describe(exc: BaseException) -> str:
     """Render one link the way Rust's std::io::Error does, so texts match upstream."""
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         return f"{exc.strerror} (os error {exc.errno})"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return str(exc) or "interrupted"
     text = str(exc)
     return text if text else type(exc).__name__
 

@@ -53,11 +53,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _sigpipe_stays_ignored() -> Iterator[None]:
+def _signal_actions_stay() -> Iterator[None]:
     """Python ignores SIGPIPE; a test that lets the default action leak out would
-    make the next EPIPE (a test server writing to a vanished client) kill pytest."""
-    before = signal.getsignal(signal.SIGPIPE)
+    make the next EPIPE (a test server writing to a vanished client) kill pytest.
+    In-process CLI runs must likewise give back SIGTERM/SIGHUP/SIGINT."""
+    sigs = (signal.SIGPIPE, signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    before = {sig: signal.getsignal(sig) for sig in sigs}
     yield
-    after = signal.getsignal(signal.SIGPIPE)
-    signal.signal(signal.SIGPIPE, before)
-    assert after == before, "a test changed the SIGPIPE action of the test process"
+    after = {sig: signal.getsignal(sig) for sig in sigs}
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    assert after == before, "a test changed a signal action of the test process"

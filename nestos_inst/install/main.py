@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..errors import FormatError, NestosError, context, format_chain
+from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
@@ -426,11 +426,13 @@ def _fail(
             os.ftruncate(fd, 0)
         return
     try:
-        size = os.fstat(fd).st_size if target.is_file else target.size
-        wipe_partition_table(fd, sector_size, size, saved)
-        os.fsync(fd)
-        if not target.is_file:
-            blockdev.reread_partitions(target.canonical)
+        # A second Ctrl-C (or systemd's SIGTERM) must not cut the reset short.
+        with signals_deferred():
+            size = os.fstat(fd).st_size if target.is_file else target.size
+            wipe_partition_table(fd, sector_size, size, saved)
+            os.fsync(fd)
+            if not target.is_file:
+                blockdev.reread_partitions(target.canonical)
     except Exception as wipe_exc:
         err = NestosError("resetting partition table")
         err.__cause__ = wipe_exc

@@ -399,12 +399,17 @@ def test_flipped_byte_wipes(
         assert_data_readable(dev, 5)
 
 
+@pytest.mark.parametrize(
+    ("signame", "said"),
+    [("SIGINT", "interrupted"), ("SIGTERM", "terminated by SIGTERM")],
+    ids=["ctrl-c", "systemd-stop"],
+)
 def test_ctrl_c_mid_write_wipes_and_exits(
-    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
+    tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, signame: str, said: str
 ) -> None:
-    """Ctrl-C reaches the whole process group (gpg too) while the image streams in
-    from a slow mirror: the command must end promptly, wipe the table, keep the
-    saved partition and leave no GnuPG home behind."""
+    """Ctrl-C (or systemd stopping the service) reaches the whole process group, gpg
+    too, while the image streams in from a slow mirror: the command must end
+    promptly, wipe the table, keep the saved partition and leave no GnuPG home."""
     import signal
     import sys
     import time
@@ -432,7 +437,7 @@ def test_ctrl_c_mid_write_wipes_and_exits(
                 assert line, seen.decode()
                 seen += line
             time.sleep(0.5)
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, getattr(signal, signame))
             _, rest = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
@@ -440,7 +445,7 @@ def test_ctrl_c_mid_write_wipes_and_exits(
                 proc.wait()
         err = (seen + rest).decode()
         assert proc.returncode == 1, err
-        assert "interrupted" in err
+        assert said in err
         assert "Resetting partition table" in err
         assert "Error: install failed" in err
         assert_wiped(dev, keep=("data",))
