@@ -401,7 +401,11 @@ class StreamVerifier:
 
 
 def _dead_pipes(pipes: list[tuple[int, int]]) -> list[int]:
-    """The write ends (fd, inode) among `pipes` whose reader has closed its end."""
+    """The write ends (fd, inode) among `pipes` that GPGME can never write again.
+
+    That is POLLERR (the reader closed its end) on a full pipe (no POLLOUT): with
+    room left, GPGME's next write fails with EPIPE and it ends by itself.
+    """
     dead: list[int] = []
     for fd, inode in pipes:
         with contextlib.suppress(OSError):
@@ -409,8 +413,9 @@ def _dead_pipes(pipes: list[tuple[int, int]]) -> list[int]:
                 continue  # closed by GPGME and the number reused: not ours any more
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
-            if any(events & select.POLLERR for _, events in poller.poll(0)):
-                dead.append(fd)
+            for _, events in poller.poll(0):
+                if events & select.POLLERR and not events & select.POLLOUT:
+                    dead.append(fd)
     return dead
 
 
