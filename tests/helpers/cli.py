@@ -34,3 +34,42 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def interrupt_cli(
+    *args: str | os.PathLike[str],
+    signum: int,
+    env: dict[str, str] | None = None,
+    when: bytes = b"Read disk",
+    delay: float = 0.3,
+    timeout: float = 60,
+) -> tuple[int, str]:
+    """Run the CLI in its own session, send `signum` to the whole group (as Ctrl-C or
+    systemd would, gpg included) once `when` shows on stderr; (returncode, stderr)."""
+    import signal
+    import time
+
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C")
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    seen = b""
+    try:
+        assert proc.stderr is not None
+        while when not in seen:
+            line = proc.stderr.readline()
+            assert line, seen.decode()
+            seen += line
+        time.sleep(delay)
+        os.killpg(proc.pid, signum)
+        _, rest = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, (seen + rest).decode()

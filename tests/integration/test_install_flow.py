@@ -411,10 +411,8 @@ def test_ctrl_c_mid_write_wipes_and_exits(
     too, while the image streams in from a slow mirror: the command must end
     promptly, wipe the table, keep the saved partition and leave no GnuPG home."""
     import signal
-    import sys
-    import time
 
-    from tests.helpers.cli import REPO
+    from tests.helpers.cli import interrupt_cli
 
     img = factory.get(Recipe(), "raw")
     assert img.sig is not None
@@ -423,28 +421,12 @@ def test_ctrl_c_mid_write_wipes_and_exits(
     with http_server() as srv, disk_with_data(tmp_path) as dev:
         srv.add("/metal.raw", img.path, rate=8 * MiB)
         srv.add("/metal.raw.sig", img.sig)
-        env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C", TMPDIR=str(private_tmp))
-        argv = [sys.executable, "-m", "nestos_inst", "install", dev, "--save-partlabel", "data"]
-        argv += ["--image-url", srv.url("/metal.raw"), "--keyring", str(signing_key.public)]
-        proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-        try:
-            assert proc.stderr is not None
-            seen = b""
-            while b"Read disk" not in seen:  # the image is streaming onto the disk
-                line = proc.stderr.readline()
-                assert line, seen.decode()
-                seen += line
-            time.sleep(0.5)
-            os.killpg(proc.pid, getattr(signal, signame))
-            _, rest = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        err = (seen + rest).decode()
-        assert proc.returncode == 1, err
+        rc, err = interrupt_cli(
+            "install", dev, "--save-partlabel", "data", "--image-url", srv.url("/metal.raw"),
+            "--keyring", signing_key.public,
+            signum=getattr(signal, signame), env={"TMPDIR": str(private_tmp)}, delay=0.5,
+        )  # fmt: skip
+        assert rc == 1, err
         assert said in err
         assert "Resetting partition table" in err
         assert "Error: install failed" in err

@@ -286,36 +286,18 @@ def test_signal_mid_transfer_leaves_nothing(site: Site, out: Path, signame: str)
     """Ctrl-C, systemd's stop or a closed terminal while the image streams in: exit
     128+N at once, no partial image, no .sig, no temporary file, no GnuPG home."""
     import signal
-    import sys
-    import time
 
-    from tests.helpers.cli import REPO
+    from tests.helpers.cli import interrupt_cli
 
     data = random.Random(9).randbytes(8 << 20)  # noqa: S311 - reproducible test data
     url = site.put("slow.raw.xz", data, sign=site.key, rate=2 << 20)
     tmp = site.files.parent / "tmpdir"
     tmp.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C", TMPDIR=str(tmp))
-    argv = [sys.executable, "-m", "nestos_inst", "download", "-C", str(out)]
-    argv += ["--keyring", str(site.key.public), "-u", url]
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        assert proc.stderr is not None
-        seen = b""
-        while b"Read disk" not in seen:
-            line = proc.stderr.readline()
-            assert line, seen.decode()
-            seen += line
-        time.sleep(0.3)
-        os.killpg(proc.pid, getattr(signal, signame))
-        _, rest = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + getattr(signal, signame), (seen + rest).decode()
+    rc, e = interrupt_cli(
+        "download", "-C", out, "--keyring", site.key.public, "-u", url,
+        signum=getattr(signal, signame), env={"TMPDIR": str(tmp)}, timeout=30,
+    )  # fmt: skip
+    assert rc == 128 + getattr(signal, signame), e
     assert listing(out) == []
     assert os.listdir(tmp) == []
 

@@ -63,6 +63,16 @@ class PipeReader:
         return bytes(self.data)
 
 
+def feed(fan: kernel.Fanout, data: bytes) -> None:
+    """Push `data` through `fan` as the kernel path does (inlet, then push), then close."""
+    with fan:
+        view = memoryview(data)
+        while view:
+            n = os.write(fan.inlet, view[: fan.size])
+            fan.push(n)
+            view = view[n:]
+
+
 class Moves:
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -117,12 +127,7 @@ def test_slow_narrow_tap_sees_every_byte_in_order(tmp_path: Path) -> None:
     narrow, wide = PipeReader(size=4096), PipeReader()
     sink = os.open(tmp_path / "sink", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        with kernel.Fanout([narrow.fd, wide.fd], sink) as fan:
-            view = memoryview(DATA)
-            while view:
-                n = os.write(fan.inlet, view[: fan.size])
-                fan.push(n)
-                view = view[n:]
+        feed(kernel.Fanout([narrow.fd, wide.fd], sink), DATA)
     finally:
         os.close(sink)
     assert narrow.finish() == DATA
@@ -135,12 +140,7 @@ def test_sink_refusing_splice_gets_copies(tmp_path: Path) -> None:
     tap = PipeReader()
     sink = os.open(tmp_path / "sink", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        with kernel.Fanout([tap.fd], sink) as fan:
-            view = memoryview(DATA)
-            while view:
-                n = os.write(fan.inlet, view[: fan.size])
-                fan.push(n)
-                view = view[n:]
+        feed(kernel.Fanout([tap.fd], sink), DATA)
     finally:
         os.close(sink)
     assert tap.finish() == DATA

@@ -222,6 +222,7 @@ def test_gpg_killed_mid_stream_fails_instead_of_hanging(
     import threading
 
     from nestos_inst.io import kernel
+    from tests.unit.test_net_kernel import feed as feed_fanout
 
     data = os.urandom(1 << 20) * 48
     path = tmp_path / "big.raw"
@@ -241,11 +242,7 @@ def test_gpg_killed_mid_stream_fails_instead_of_hanging(
             assert tap is not None
             sink = os.open(os.devnull, os.O_WRONLY)
             try:
-                with kernel.Fanout([tap], sink) as fan:
-                    while view:
-                        n = os.write(fan.inlet, view[: fan.size])
-                        fan.push(n)
-                        view = view[n:]
+                feed_fanout(kernel.Fanout([tap], sink), bytes(view))
             finally:
                 os.close(sink)
         else:
