@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -12,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .cli.common import restore_sigpipe
 from .errors import NestosError
-from .install.source import ImageSource, UrlSource, VerifiedReader, stream_sources
 from .io.compress import open_decompressed
 from .io.kernel import Writeback
 from .io.pipeline import copy_to_fd, write_all
 from .profile import DEFAULT
 from .progress import Progress
+from .sources import ImageSource, UrlSource, VerifiedReader, stream_sources
 from .verify import PreparedHome, StreamVerifier, verify_file
 
 COPY_SIZE = 1 << 20
@@ -185,47 +182,19 @@ def _umask() -> int:
     return mask
 
 
-def cmd_download(args: argparse.Namespace) -> int:
-
-    opts = Options(
-        directory=Path(args.directory),
-        decompress=args.decompress,
-        insecure=args.insecure,
-        keyrings=tuple(args.keyring or ()),
+def sources_for(
+    image_url: str | None,
+    *,
+    stream: str,
+    architecture: str,
+    platform: str,
+    fmt: str,
+    stream_base_url: str | None,
+    retries: int | None,
+) -> list[ImageSource]:
+    """What `download` fetches: one URL, or the stream's artifacts for the selection."""
+    if image_url:
+        return [UrlSource(image_url, retries)]
+    return stream_sources(
+        stream, architecture, platform, fmt, stream_base_url, retries, profile=DEFAULT
     )
-    sources: list[ImageSource]
-    if args.image_url:
-        sources = [UrlSource(args.image_url, args.fetch_retries)]
-        sys.stderr.write(sources[0].description + "\n")
-    else:
-        sources = stream_sources(
-            args.stream,
-            args.architecture,
-            args.platform,
-            args.format,
-            args.stream_base_url,
-            args.fetch_retries,
-            profile=DEFAULT,
-        )
-        sys.stderr.write(sources[0].description + "\n")
-    for src in sources:
-        path = download_artifact(src, opts)
-        # Printed like upstream's Path::join: `-C .` gives `./name`.
-        sys.stdout.write(os.path.join(args.directory, path.name) + "\n")
-        sys.stdout.flush()
-    return 0
-
-
-def cmd_list_stream(args: argparse.Namespace) -> int:
-    from .net.stream import fetch_stream, format_table, stream_url
-
-    restore_sigpipe()
-    base = args.stream_base_url or DEFAULT.stream_base_url
-    meta = fetch_stream(stream_url(args.stream, base), retries=0)
-    rows = meta.rows()
-    if args.json:
-        doc = [{"architecture": a, "platform": p, "format": f} for a, p, f in rows]
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        sys.stdout.write(format_table(rows))
-    return 0

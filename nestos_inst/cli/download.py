@@ -1,14 +1,17 @@
-"""CLI registration for `download` and `list-stream` (the work is in nestos_inst.download)."""
+"""`download` and `list-stream`: parse, call nestos_inst.download, print the paths."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..net.retries import parse_retries
 from ..profile import DEFAULT
+from .common import restore_sigpipe
 
 if TYPE_CHECKING:
     from . import Registry
@@ -23,15 +26,45 @@ def retries_arg(text: str) -> int | None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from ..download import cmd_download as run
+    from ..download import Options, download_artifact, sources_for
 
-    return run(args)
+    opts = Options(
+        directory=Path(args.directory),
+        decompress=args.decompress,
+        insecure=args.insecure,
+        keyrings=tuple(args.keyring or ()),
+    )
+    sources = sources_for(
+        args.image_url,
+        stream=args.stream,
+        architecture=args.architecture,
+        platform=args.platform,
+        fmt=args.format,
+        stream_base_url=args.stream_base_url,
+        retries=args.fetch_retries,
+    )
+    sys.stderr.write(sources[0].description + "\n")
+    for src in sources:
+        path = download_artifact(src, opts)
+        # Printed like upstream's Path::join: `-C .` gives `./name`.
+        sys.stdout.write(os.path.join(args.directory, path.name) + "\n")
+        sys.stdout.flush()
+    return 0
 
 
 def cmd_list_stream(args: argparse.Namespace) -> int:
-    from ..download import cmd_list_stream as run
+    from ..net.stream import fetch_stream, format_table, stream_url
 
-    return run(args)
+    restore_sigpipe()
+    base = args.stream_base_url or DEFAULT.stream_base_url
+    meta = fetch_stream(stream_url(args.stream, base), retries=0)
+    rows = meta.rows()
+    if args.json:
+        doc = [{"architecture": a, "platform": p, "format": f} for a, p, f in rows]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_table(rows))
+    return 0
 
 
 def register(reg: Registry) -> None:

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, NestosError
-from ..formats import isoedit
-from ..formats.embed import CONFIG_MEMBER, IsoConfig, find_karg_areas
+from ..formats.embed import IsoConfig, find_karg_areas
 from ..formats.iso9660 import IsoFs
-from ..formats.kargs import modify_kargs
+from ..media import iso as media
 from .common import binary_stdout, restore_sigpipe
 from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
@@ -25,44 +24,17 @@ ISO_HELP = "ISO image"
 OUTPUT_HELP = "Write ISO to a new output file"
 
 
-def open_iso(path: str, *, writable: bool) -> int:
-    try:
-        return os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NestosError(f"opening {path}") from exc
-
-
-def load_iso(fd: int) -> IsoConfig:
-    return IsoConfig(fd)
+def output_target(output: str | None) -> media.Target:
+    """`-o -` streams to stdout (refusing a terminal before any work), else a path."""
+    if output != "-":
+        return output
+    out = binary_stdout()
+    out.flush()
+    return out.fileno()
 
 
 def modify_iso(path: str, output: str | None, edit: Callable[[IsoConfig], None]) -> None:
-    """Open, edit the logical contents, then write in the mode `output` selects."""
-    if output == "-":
-        binary_stdout()  # refuse a terminal before doing any work
-    fd = open_iso(path, writable=output is None)
-    try:
-        iso = load_iso(fd)
-        edit(iso)
-        regions = iso.modified_regions()
-        if output is None:
-            isoedit.write_in_place(fd, regions, path)
-        elif output == "-":
-            out = binary_stdout()
-            out.flush()
-            isoedit.write_stream(fd, regions, out.fileno())
-        else:
-            isoedit.write_copy(fd, regions, output, iso.profile.temp_prefix)
-    finally:
-        os.close(fd)
-
-
-def read_iso(path: str) -> IsoConfig:
-    fd = open_iso(path, writable=False)
-    try:
-        return load_iso(fd)
-    finally:
-        os.close(fd)
+    media.modify_iso(path, output_target(output), edit)
 
 
 def read_input(path: str | None) -> bytes:
@@ -84,22 +56,12 @@ def read_input(path: str | None) -> bytes:
 
 def _ignition_embed(iso_path: str, config_path: str | None, force: bool, out: str | None) -> None:
     config = read_input(config_path)
-
-    def edit(iso: IsoConfig) -> None:
-        members = iso.members()
-        if CONFIG_MEMBER in members and not force:
-            raise NestosError(
-                "This ISO image already has an embedded Ignition config; use -f to force."
-            )
-        members[CONFIG_MEMBER] = config
-        iso.set_members(members)
-
-    modify_iso(iso_path, out, edit)
+    modify_iso(iso_path, out, media.embed_ignition(config, force=force))
 
 
 def _ignition_show(iso_path: str) -> None:
     restore_sigpipe()
-    config = read_iso(iso_path).ignition()
+    config = media.read_iso(iso_path).ignition()
     if config is None:
         raise NestosError("No embedded Ignition config.")
     out = sys.stdout.buffer
@@ -108,12 +70,7 @@ def _ignition_show(iso_path: str) -> None:
 
 
 def _ignition_remove(iso_path: str, out: str | None) -> None:
-    def edit(iso: IsoConfig) -> None:
-        members = iso.members()
-        members.pop(CONFIG_MEMBER, None)
-        iso.set_members(members)
-
-    modify_iso(iso_path, out, edit)
+    modify_iso(iso_path, out, media.remove_ignition)
 
 
 def cmd_ignition_embed(args: argparse.Namespace) -> None:
@@ -151,96 +108,49 @@ def cmd_remove(args: argparse.Namespace) -> None:
 # ---- network ----------------------------------------------------------------------------
 
 
-def read_keyfiles(paths: list[str], directory: str) -> dict[str, bytes]:
-    """Keyfiles as initrd members `<directory>/<basename>`; basenames must be unique."""
-    members: dict[str, bytes] = {}
-    for path in paths:
-        name = os.path.basename(path)
-        member = f"{directory}/{name}"
-        if member in members:
-            raise NestosError(f"multiple input files named '{name}'")
-        members[member] = read_input(path)
-    return members
-
-
 def cmd_network_embed(args: argparse.Namespace) -> None:
-    def edit(iso: IsoConfig) -> None:
-        if not iso.features().live_initrd_network:
-            raise NestosError("This OS image does not support customizing network settings.")
-        members = iso.members()
-        existing = iso.network_members()
-        if existing and not args.force:
-            raise NestosError(
-                "This ISO image already has embedded network settings; use -f to force."
-            )
-        for name in existing:
-            del members[name]
-        members.update(read_keyfiles(args.keyfile, iso.network_dir))
-        iso.set_members(members)
-
-    modify_iso(args.iso, args.output, edit)
+    modify_iso(
+        args.iso, args.output, media.embed_network(args.keyfile, read_input, force=args.force)
+    )
 
 
 def cmd_network_extract(args: argparse.Namespace) -> None:
     if args.directory is None:
         restore_sigpipe()
-    files = read_iso(args.iso).network_members()
+    files = media.network_files(args.iso)
     if not files:
         raise NestosError("No embedded network settings.")
     write_keyfiles(files, args.directory)
 
 
 def cmd_network_remove(args: argparse.Namespace) -> None:
-    def edit(iso: IsoConfig) -> None:
-        members = iso.members()
-        for name in iso.network_members():
-            del members[name]
-        iso.set_members(members)
-
-    modify_iso(args.iso, args.output, edit)
+    modify_iso(args.iso, args.output, media.remove_network)
 
 
 # ---- kargs ------------------------------------------------------------------------------
 
 
 def cmd_kargs_modify(args: argparse.Namespace) -> None:
-    def edit(iso: IsoConfig) -> None:
-        areas = iso.require_kargs()
-        areas.set(
-            modify_kargs(
-                areas.current,
-                delete=args.delete or (),
-                append=args.append or (),
-                replace=args.replace or (),
-            )
-        )
-
+    edit = media.modify_iso_kargs(
+        delete=args.delete or (), append=args.append or (), replace=args.replace or ()
+    )
     modify_iso(args.iso, args.output, edit)
 
 
 def cmd_kargs_reset(args: argparse.Namespace) -> None:
-    def edit(iso: IsoConfig) -> None:
-        areas = iso.require_kargs()
-        areas.set(areas.default)
-
-    modify_iso(args.iso, args.output, edit)
+    modify_iso(args.iso, args.output, media.reset_kargs)
 
 
 def cmd_kargs_show(args: argparse.Namespace) -> None:
     restore_sigpipe()
-    areas = read_iso(args.iso).require_kargs()
+    areas = media.read_iso(args.iso).require_kargs()
     text = areas.default if args.default else areas.current
     sys.stdout.buffer.write(text.encode() + b"\n")
     sys.stdout.buffer.flush()
 
 
 def cmd_reset(args: argparse.Namespace) -> None:
-    def edit(iso: IsoConfig) -> None:
-        iso.set_members({})
-        if iso.kargs is not None:
-            iso.kargs.set(iso.kargs.default)
-
-    modify_iso(args.iso, args.output, edit)
+    modify_iso(args.iso, args.output, media.reset)
 
 
 # ---- dev show iso -----------------------------------------------------------------------
@@ -253,10 +163,10 @@ def _print_json(obj: Any) -> None:
 
 def cmd_dev_show_iso(args: argparse.Namespace) -> None:
     restore_sigpipe()
-    fd = open_iso(args.iso, writable=False)
+    fd = media.open_iso(args.iso, writable=False)
     try:
         if args.ignition:
-            _print_json(load_iso(fd).initrd_json())
+            _print_json(media.load_iso(fd).initrd_json())
             return
         try:
             fs = IsoFs(fd)

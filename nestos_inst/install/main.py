@@ -33,7 +33,7 @@ from .writer import MiB, write_image
 
 if TYPE_CHECKING:
     from ..disk.saved import Filter, SavedPartitions
-    from ..install.source import ImageSource
+    from ..sources import ImageSource
 
 DEFAULT_OSTREE_REPO = "/sysroot/ostree/repo"
 BOOT_LABEL = "boot"
@@ -154,7 +154,7 @@ def _find_osmet(cfg: InstallConfig, target: Target) -> Any:
 
 def resolve_source(cfg: InstallConfig, target: Target, profile: Profile) -> tuple[Any, bool]:
     """The image source (§7.2) and whether a signature is expected."""
-    from . import source as sources
+    from .. import sources
 
     retries = _fetch_retries(cfg)
     if cfg.image_file is not None:
@@ -283,9 +283,9 @@ def install(cfg: InstallConfig, *, profile: Profile = NESTOS) -> None:
 
 
 def execute(plan: Plan) -> None:
+    from .. import sources
     from ..disk import blockdev
     from ..disk.saved import SavedPartitions
-    from . import source as sources
 
     cfg, target = plan.cfg, plan.target
     _say(plan.source.description)

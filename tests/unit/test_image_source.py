@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from nestos_inst.download import should_decompress
 from nestos_inst.errors import NestosError, VerifyError, chain
-from nestos_inst.install.source import (
+from nestos_inst.io.compress import open_decompressed
+from nestos_inst.progress import Progress, format_size
+from nestos_inst.sources import (
     FileSource,
     ImageSource,
     UrlSource,
@@ -21,8 +23,6 @@ from nestos_inst.install.source import (
     stream_sources,
     url_filename,
 )
-from nestos_inst.io.compress import open_decompressed
-from nestos_inst.progress import Progress, format_size
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.httpserver import http_server
 

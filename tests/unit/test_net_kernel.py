@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from nestos_inst.errors import NestosError, chain
-from nestos_inst.install.source import VerifiedReader
 from nestos_inst.io import kernel
 from nestos_inst.net import http, plain
+from nestos_inst.sources import VerifiedReader
 from tests.helpers.httpserver import Server, http_server
 
 DATA = os.urandom(5 << 20) + b"tail"

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError
-from nestos_inst.install.source import ImageSource
 from nestos_inst.osmet.fiemap import FIEMAP_EXTENT_MERGED, check_flags, fiemap_path
 from nestos_inst.osmet.format import (
     Extent,
@@ -30,6 +29,7 @@ from nestos_inst.osmet.format import (
 from nestos_inst.osmet.pack import write_packed
 from nestos_inst.osmet.source import OsmetSource, find_osmet
 from nestos_inst.osmet.unpack import open_image, unpack_to_device
+from nestos_inst.sources import ImageSource
 
 MIB = 1 << 20
 

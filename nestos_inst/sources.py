@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import NestosError, VerifyError, chain, describe
-from ..io.kernel import Writeback
-from ..io.pipeline import write_all
-from ..net import http
-from ..profile import DEFAULT, Profile
-from ..progress import Progress
-from ..verify import FAILURE, StreamVerifier, VerifyResult
+from .errors import NestosError, VerifyError, chain, describe
+from .io.kernel import Writeback
+from .io.pipeline import write_all
+from .net import http
+from .profile import DEFAULT, Profile
+from .progress import Progress
+from .verify import FAILURE, StreamVerifier, VerifyResult
 
 SIGNATURE_LIMIT = 1 << 20
 READ_SIZE = 1 << 20
@@ -192,7 +192,7 @@ def stream_sources(  # noqa: PLR0917 - the shared interface takes them positiona
     wording; each source's description is the stream-level message.
     """
     # pydantic costs 40 ms of start-up: only stream metadata needs it.
-    from ..net.stream import Selection, fetch_stream
+    from .net.stream import Selection, fetch_stream
 
     sel = Selection(
         stream=stream,
