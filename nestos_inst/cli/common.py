@@ -29,6 +29,15 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
 
+    def format_help(self) -> str:
+        """Help without hidden subcommands (argparse 3.11 lists them as ==SUPPRESS==)."""
+        text = super().format_help()
+        return "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if line.strip().split(" ")[-1] != argparse.SUPPRESS
+        )
+
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"error: {message}\n")
@@ -46,11 +55,13 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """Add a subcommand; hidden ones parse normally but stay out of --help."""
     if hidden:
+        # A SUPPRESSed help marks the command hidden; Parser.format_help drops it.
         parser: argparse.ArgumentParser = sub.add_parser(
-            name, description=description or help, formatter_class=Formatter
+            name,
+            help=argparse.SUPPRESS,
+            description=description or help,
+            formatter_class=Formatter,
         )
-        # argparse lists choices from _choices_actions; drop ours to hide it.
-        sub._choices_actions = [a for a in sub._choices_actions if a.dest != name]
     else:
         parser = sub.add_parser(
             name, help=help, description=description or help, formatter_class=Formatter
