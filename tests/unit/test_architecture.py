@@ -136,8 +136,14 @@ def _assigned_attributes(tree: ast.AST) -> Iterator[ast.Attribute]:
             targets = list(node.targets)
         elif isinstance(node, ast.AugAssign | ast.AnnAssign):
             targets = [node.target]
-        for t in targets:
-            yield from (sub for sub in ast.walk(t) if isinstance(sub, ast.Attribute))
+        while targets:
+            t = targets.pop()
+            if isinstance(t, ast.Tuple | ast.List):
+                targets.extend(t.elts)
+            elif isinstance(t, ast.Starred):
+                targets.append(t.value)
+            elif isinstance(t, ast.Attribute):
+                yield t
 
 
 def _patching(tree: ast.AST) -> Iterator[str]:
