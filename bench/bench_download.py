@@ -19,17 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import peak_rss_kib
+from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
 from tests.helpers.gpgkey import SigningKey, make_key
 from tests.helpers.httpserver import http_server
 
-REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/var/tmp/nestos-bench-cache")
-MIB = 1 << 20
 RSS_LIMIT_MIB = 100
 
 
@@ -87,50 +84,33 @@ def _inputs(mib: int) -> tuple[Path, Path, Path]:
     return d / "artifact.bin", d / "image.raw.xz", d
 
 
-def _timed(argv: list[str], **kw: object) -> tuple[float, int]:
-    """Wall time and own peak RSS (KiB, sampled every 20 ms) of one child."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, **kw)  # type: ignore[call-overload]
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, peak_rss_kib(proc.pid))
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed with {proc.returncode}")
-    return elapsed, peak
+def _ours(argv: list[str], env: dict[str, str]) -> Sample:
+    return run_pipeline([argv], env=env)
 
 
-def _pipeline(url: str, out: Path) -> float:
-    start = time.perf_counter()
-    with open(out, "wb") as f:
-        curl = subprocess.Popen(["curl", "-sSf", url], stdout=subprocess.PIPE)
-        xz = subprocess.run(["xz", "-dc"], stdin=curl.stdout, stdout=f, check=True)
-        assert curl.stdout is not None
-        curl.stdout.close()
-        if curl.wait() != 0 or xz.returncode != 0:
-            raise RuntimeError("baseline pipeline failed")
-    return time.perf_counter() - start
+def _pipeline(url: str, out: Path) -> Sample:
+    """curl URL | xz -dc > out."""
+    return run_pipeline([["curl", "-sSf", url], ["xz", "-dc"]], stdout=out)
 
 
-def _curl_gpg(url: str, home: Path, sig: Path) -> float:
-    """curl piped into gpg --verify: the floor for verify-while-streaming."""
-    start = time.perf_counter()
-    curl = subprocess.Popen(["curl", "-sSf", url], stdout=subprocess.PIPE)
+def _curl_then_gpg(url: str, out: Path, sig: Path, home: Path) -> Sample:
+    """curl -o file, then gpg --verify (sequential, as a user would)."""
+    a = run_pipeline([["curl", "-sSf", "-o", str(out), url]])
     verify = [
-        "gpg", "--homedir", str(home), "--batch", "--quiet", "--verify", str(sig), "-",
+        "gpg", "--homedir", str(home), "--batch", "--quiet", "--verify", str(sig), str(out),
     ]  # fmt: skip
-    gpg = subprocess.run(verify, stdin=curl.stdout, capture_output=True, check=False)
-    assert curl.stdout is not None
-    curl.stdout.close()
-    if curl.wait() != 0 or gpg.returncode != 0:
-        raise RuntimeError("curl | gpg --verify failed")
-    return time.perf_counter() - start
+    b = run_pipeline([verify])
+    return Sample(a.secs + b.secs, max(a.rss_kib, b.rss_kib), a.cpu + b.cpu)
+
+
+def _curl_gpg(url: str, home: Path, sig: Path) -> Sample:
+    """curl piped into gpg --verify: the floor for verify-while-streaming."""
+    verify = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--verify", str(sig), "-"]
+    return run_pipeline([["curl", "-sSf", url], verify])
 
 
 def main() -> int:
     mib = int(os.environ.get("BENCH_DOWNLOAD_MIB", "512"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     plain, xz, _ = _inputs(mib)
     work = Path(tempfile.mkdtemp(prefix="bench-download-", dir="/var/tmp"))
     key: SigningKey | None = None
@@ -145,67 +125,53 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-        env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C")
+        env = python_env()
         ours = [sys.executable, "-m", "nestos_inst", "download", "--keyring", str(key.public)]
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         a, b = work / "a", work / "b"
         a.mkdir()
         b.mkdir()
-        times: dict[str, list[float]] = {
-            k: [] for k in ("curl", "gpg", "ours", "pipe", "ours_d", "stream")
-        }
-        peak = 0
+        sig = work / f"{plain.name}.sig"
+
+        def clean() -> None:
+            for d in (a, b):
+                for f in d.iterdir():
+                    f.unlink()
+
+        print(f"artifact {mib} MiB; xz {xz.stat().st_size / MIB:.0f} MiB -> {mib} MiB")
         with http_server() as srv:
             for art in (plain, xz):
                 srv.add(f"/{art.name}", art)
                 srv.add(f"/{art.name}.sig", work / f"{art.name}.sig")
             url_plain, url_xz = srv.url(f"/{plain.name}"), srv.url(f"/{xz.name}")
-            # Interleaved rounds; the machine is shared, so the best of each side counts.
-            for _ in range(rounds):
-                for d in (a, b):
-                    for f in d.iterdir():
-                        f.unlink()
-                t, _ = _timed(["curl", "-sSf", "-o", str(a / plain.name), url_plain])
-                times["curl"].append(t)
-                shutil.copy(work / f"{plain.name}.sig", a / f"{plain.name}.sig")
-                verify = [
-                    "gpg", "--homedir", str(gpg_home), "--batch", "--quiet", "--verify",
-                    str(a / f"{plain.name}.sig"), str(a / plain.name),
-                ]  # fmt: skip
-                t, _ = _timed(verify, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                times["gpg"].append(t)
-                times["stream"].append(_curl_gpg(url_plain, gpg_home, work / f"{plain.name}.sig"))
-                t, rss = _timed([*ours, "-C", str(b), "-u", url_plain], **quiet)
-                assert (b / plain.name).stat().st_size == plain.stat().st_size
-                times["ours"].append(t)
-                peak = max(peak, rss)
-                times["pipe"].append(_pipeline(url_xz, a / "image.raw"))
-                t, rss = _timed([*ours, "-d", "-C", str(b), "-u", url_xz], **quiet)
-                assert (b / "image.raw").stat().st_size == (a / "image.raw").stat().st_size
-                times["ours_d"].append(t)
-                peak = max(peak, rss)
-
-        best = {k: min(v) for k, v in times.items()}
-        base1 = best["curl"] + best["gpg"]
-        print(
-            f"artifact {mib} MiB; xz {xz.stat().st_size / MIB:.0f} MiB -> {mib} MiB; "
-            f"best of {rounds} rounds; load average {os.getloadavg()[0]:.1f}"
+            r1 = compare(
+                "download+verify vs curl -o + gpg --verify",
+                lambda: _ours([*ours, "-C", str(b), "-u", url_plain], env),
+                lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
+                goal=0.9,
+                setup=clean,
+            )
+            compare(
+                "curl | gpg --verify - vs curl -o + gpg --verify (reference)",
+                lambda: _curl_gpg(url_plain, gpg_home, sig),
+                lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
+                goal=None,
+                setup=clean,
+                note="what overlapping fetch and gpg can reach, no file written",
+            )
+            r2 = compare(
+                "download -d vs curl | xz -dc",
+                lambda: _ours([*ours, "-d", "-C", str(b), "-u", url_xz], env),
+                lambda: _pipeline(url_xz, a / "image.raw"),
+                goal=0.95,
+                setup=clean,
+            )
+        limit(
+            "download peak RSS",
+            max(r1.ours_rss_mib, r2.ours_rss_mib),
+            RSS_LIMIT_MIB,
+            unit="MiB",
         )
-        print(
-            f"download+verify: ours {best['ours']:.2f}s ({mib / best['ours']:.0f} MiB/s) vs "
-            f"curl {best['curl']:.2f}s + gpg --verify {best['gpg']:.2f}s = {base1:.2f}s "
-            f"-> ratio {base1 / best['ours']:.2f} (goal >= 0.90)"
-        )
-        print(
-            f"  for reference, curl | gpg --verify - (no file): {best['stream']:.2f}s "
-            f"-> ratio {base1 / best['stream']:.2f}"
-        )
-        print(
-            f"download -d:     ours {best['ours_d']:.2f}s vs curl | xz -dc "
-            f"{best['pipe']:.2f}s -> ratio {best['pipe'] / best['ours_d']:.2f} (goal >= 0.95)"
-        )
-        print(f"peak RSS (VmHWM): {peak / 1024:.0f} MiB (limit {RSS_LIMIT_MIB} MiB)")
-        return 0 if peak / 1024 <= RSS_LIMIT_MIB else 1
+        return 0
     finally:
         if key is not None:
             key.close()

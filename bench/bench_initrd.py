@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.common import compare
 from nestos_inst.formats.initrd import read_initrd_stream, write_initrd
 
 CACHE = Path("/var/tmp/nestos-bench-cache")
@@ -58,15 +59,6 @@ def _compressed(raw: Path, kind: str) -> Path:
     return path
 
 
-def _best(fn: Callable[[], object], runs: int = 3) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _pipeline(first: list[str], second: list[str], src: Path) -> None:
     with src.open("rb") as f, open(os.devnull, "wb") as null:
         one = subprocess.Popen(first, stdin=f, stdout=subprocess.PIPE)
@@ -84,16 +76,20 @@ def _ours(path: Path, patterns: list[str] | None) -> None:
 def main() -> int:
     raw = _build()
     print(f"input: {raw.stat().st_size >> 20} MiB cpio of {SOURCE}")
-    print(f"{'case':<28}{'ours':>9}{'baseline':>10}{'ratio':>8}")
     for kind in ["raw", "gzip", "xz", "zstd"]:
         path = raw if kind == "raw" else _compressed(raw, kind)
         decomp = ["cat"] if kind == "raw" else [kind, "-dc"]
-        base = _best(lambda d=decomp, p=path: _pipeline(d, ["cpio", "--quiet", "-t"], p))  # type: ignore[misc]
         for label, patterns in [("list", ["config.ign"]), ("load all", None)]:
-            ours = _best(lambda p=path, g=patterns: _ours(p, g))  # type: ignore[misc]
-            print(f"{kind + ' ' + label:<28}{ours:>8.2f}s{base:>9.2f}s{ours / base:>7.2f}x")
+            compare(
+                f"initrd {kind} {label} vs {decomp[0]} | cpio -t",
+                lambda p=path, g=patterns: _timed(lambda: _ours(p, g)),  # type: ignore[misc]
+                lambda d=decomp, p=path: _timed(  # type: ignore[misc]
+                    lambda: _pipeline(d, ["cpio", "--quiet", "-t"], p)
+                ),
+                goal=None,
+            )
     config = os.urandom(1 << 20).hex().encode()[: 1 << 20]
-    ours = _best(lambda: write_initrd({"config.ign": config}))
+    (CACHE / "config.ign").write_bytes(config)
 
     def baseline_wrap() -> None:
         archive = subprocess.run(
@@ -104,10 +100,19 @@ def main() -> int:
             ["xz", "-9", "--check=crc32"], input=archive, stdout=subprocess.PIPE, check=True
         )
 
-    (CACHE / "config.ign").write_bytes(config)
-    base = _best(baseline_wrap)
-    print(f"{'wrap 1 MiB config':<28}{ours:>8.2f}s{base:>9.2f}s{ours / base:>7.2f}x")
+    compare(
+        "initrd wrap 1 MiB config vs cpio -o | xz -9",
+        lambda: _timed(lambda: write_initrd({"config.ign": config})),
+        lambda: _timed(baseline_wrap),
+        goal=None,
+    )
     return 0
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -13,16 +13,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import MIN_RUNS, REPO, Sample, compare, info, limit
+
 CACHE = Path(os.environ.get("NESTOS_BENCH_CACHE", "/var/tmp/nestos-bench-cache")) / "iso"
 GIB = 1 << 30
 MIB = 1 << 20
 CONFIG = b'{"ignition": {"version": "3.0.0"}}\n'
 DENSE_SIZE = 512 * MIB
+EDIT_LIMIT = 0.2  # seconds for an in-place edit, whatever the ISO's size
 
 
 def _base_iso() -> Path:
@@ -107,70 +108,67 @@ def _inproc_edit(path: Path) -> tuple[float, float, int, int]:
     return t1 - t0, t2 - t1, r1 - r0, w1 - w0
 
 
-def _best(n: int, fn: Callable[[], tuple[float, int]]) -> tuple[float, int]:
-    """Fastest time and highest peak RSS over n runs."""
-    results = [fn() for _ in range(n)]
-    return min(r[0] for r in results), max(r[1] for r in results)
-
-
 OUT = CACHE / "out.iso"
 
 
 def main() -> int:
     base = _base_iso()
     print(f"cache: {CACHE}")
-    print("\n-- in-place edits (sparse ISOs; goal < 0.2 s each, flat across sizes)")
-    startup, _ = _best(3, partial(_cli, "--version"))
-    print(f"python + CLI start-up alone: {startup:.3f} s")
+    starts = sorted(_cli("--version")[0] for _ in range(MIN_RUNS))
+    info("python + CLI start-up", starts[len(starts) // 2], unit="s")
     for size in (GIB, 4 * GIB):
         path = _sparse(base, size)
         lib_ign, lib_kargs, rbytes, wbytes = _inproc_edit(path)
-        ign, rss_ign = _best(3, partial(_cli, "iso", "ignition", "embed", "-f", path, stdin=CONFIG))
-        karg, rss_karg = _best(3, partial(_cli, "iso", "kargs", "modify", "-a", "x", path))
-        _cli("iso", "reset", path)
-        print(
-            f"{size // GIB} GiB: library embed {lib_ign * 1000:.1f} ms, "
-            f"kargs {lib_kargs * 1000:.1f} ms (read {rbytes // 1024} KiB, "
-            f"wrote {wbytes // 1024} KiB); CLI embed {ign:.3f} s, kargs {karg:.3f} s; "
-            f"peak RSS {max(rss_ign, rss_karg) // 1024} MiB"
+        info(
+            f"library in-place embed + kargs edit ({size // GIB} GiB ISO)",
+            lib_ign + lib_kargs,
+            unit="s",
+            note=f"read {rbytes // 1024} KiB, wrote {wbytes // 1024} KiB",
         )
+        for label, argv, stdin in (
+            ("iso ignition embed", ("iso", "ignition", "embed", "-f", path), CONFIG),
+            ("iso kargs modify", ("iso", "kargs", "modify", "-a", "x", path), b""),
+        ):
+            samples = sorted(_cli(*argv, stdin=stdin) for _ in range(MIN_RUNS))
+            secs, _ = samples[len(samples) // 2]
+            limit(
+                f"{label} in place ({size // GIB} GiB ISO)",
+                secs,
+                EDIT_LIMIT,
+                unit="s",
+                note=f"median of {MIN_RUNS}; peak RSS {max(r for _, r in samples) // 1024} MiB",
+            )
+        _cli("iso", "reset", path)
 
-    print("\n-- `-o PATH` copy vs cp (same file, same run; goal >= 0.9x)")
     for label, src in (
         ("dense 512 MiB", _dense(base)),
         ("sparse 4 GiB", _sparse(base, 4 * GIB)),
     ):
 
-        def ours(s: Path = src) -> tuple[float, int]:
-            OUT.unlink(missing_ok=True)
-            return _cli("iso", "kargs", "modify", "-a", "x", "-o", OUT, s)
+        def ours(s: Path = src) -> Sample:
+            t, r = _cli("iso", "kargs", "modify", "-a", "x", "-o", OUT, s)
+            return Sample(t, r)
 
-        def cp(s: Path = src) -> tuple[float, int]:
-            OUT.unlink(missing_ok=True)
-            return _run(["cp", s, OUT])
+        def cp(s: Path = src) -> Sample:
+            t, r = _run(["cp", s, OUT])
+            return Sample(t, r)
 
-        def library(s: Path = src) -> tuple[float, int]:
+        def library(s: Path = src) -> float:
             from nestos_inst.formats import isoedit
 
-            OUT.unlink(missing_ok=True)
             start = time.perf_counter()
             fd = os.open(s, os.O_RDONLY)
             try:
                 isoedit.write_copy(fd, [(40000, b"x")], str(OUT), ".nestos-installer-temp-")
             finally:
                 os.close(fd)
-            return time.perf_counter() - start, 0
+            return time.perf_counter() - start
 
-        cli_t, rss = _best(3, ours)
-        cp_t, _ = _best(3, cp)
-        lib_t, _ = _best(3, library)
-        size_mib = src.stat().st_size / MIB
-        print(
-            f"{label}: cp {cp_t:.3f} s; ours: copy+patch {lib_t:.3f} s "
-            f"(ratio vs cp {cp_t / lib_t:.2f}x, {size_mib / lib_t:.0f} MiB/s), "
-            f"whole CLI incl. start-up {cli_t:.3f} s ({cp_t / cli_t:.2f}x); "
-            f"peak RSS {rss // 1024} MiB"
-        )
+        def clean() -> None:
+            OUT.unlink(missing_ok=True)
+
+        compare(f"iso -o copy+patch, library ({label}) vs cp", library, cp, goal=0.9, setup=clean)
+        compare(f"iso kargs modify -o, CLI ({label}) vs cp", ours, cp, goal=None, setup=clean)
         OUT.unlink(missing_ok=True)
     return 0
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, Sample, compare, limit
+
 CACHE = Path(os.environ.get("NESTOS_BENCH_CACHE", "/var/tmp/nestos-bench-cache")) / "miniso"
 MIB = 1 << 20
 SHARED_MIB = int(os.environ.get("BENCH_MINISO_MIB", "192"))
@@ -60,28 +61,34 @@ def main() -> int:
     full, minimal = _pair()
     out = CACHE / "out.iso"
     copy = CACHE / "copy.iso"
-    ours_t, base_t, rss = [], [], 0
-    for _ in range(3):
+
+    def clean() -> None:
         out.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+
+    def ours() -> Sample:
         t, r = _run(
             [sys.executable, "-m", "nestos_inst", "iso", "extract", "minimal-iso", full, out]
         )
-        ours_t.append(t)
-        rss = max(rss, r)
-        copy.unlink(missing_ok=True)
+        return Sample(t, r)
+
+    def base() -> Sample:
         t1, _ = _run(["cp", minimal, copy])
         t2, _ = _run(["sha256sum", copy])
-        base_t.append(t1 + t2)
-    out.unlink(missing_ok=True)
-    copy.unlink(missing_ok=True)
-    ours, base = min(ours_t), min(base_t)
+        return Sample(t1 + t2)
+
     size = minimal.stat().st_size / MIB
-    print(
-        f"minimal ISO {size:.0f} MiB (shared payload {SHARED_MIB} MiB): ours {ours:.3f} s "
-        f"({size / ours:.0f} MiB/s), cp+sha256sum {base:.3f} s; ratio {base / ours:.2f}x; "
-        f"peak RSS {rss // 1024} MiB (limit {RSS_LIMIT_MIB})"
+    r = compare(
+        "iso extract minimal-iso vs cp + sha256sum",
+        ours,
+        base,
+        goal=0.8,
+        setup=clean,
+        note=f"minimal ISO {size:.0f} MiB, shared payload {SHARED_MIB} MiB",
     )
-    return 0 if rss // 1024 <= RSS_LIMIT_MIB else 1
+    clean()
+    limit("iso extract minimal-iso peak RSS", r.ours_rss_mib, RSS_LIMIT_MIB, unit="MiB")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,24 +10,21 @@
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RUNS = int(os.environ.get("BENCH_SERVICE_RUNS", "15"))
+from bench.common import REPO, compare
+
+RUNS = int(os.environ.get("BENCH_SERVICE_RUNS", "9"))
 
 
-def _median(argv: list[str], env: dict[str, str]) -> float:
-    times = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t
 
 
 def main() -> int:
@@ -49,16 +46,19 @@ def main() -> int:
             NESTOS_INSTALLER_INITRD="0",
             NESTOS_INSTALLER_GENERATOR_STDIO="1",
         )
-        sh = _median([str(REPO / "units/nestos-installer-generator"), str(d / "out")], env)
+        gen = [str(REPO / "units/nestos-installer-generator"), str(d / "out")]
         py_gen = (
             "from nestos_inst.service.cmdline import Cmdline, flag_set, install_device;"
             f"c = Cmdline.read({str(d / 'cmdline')!r});"
             "install_device(c); flag_set(c, 'skip_reboot')"
         )
-        py = _median([sys.executable, "-c", py_gen], env)
-        print(f"generator: sh {sh * 1000:.1f} ms, python baseline {py * 1000:.1f} ms "
-              f"(python/sh = {py / sh:.1f}x)")  # fmt: skip
-
+        compare(
+            "service generator (sh) vs the same decision in Python",
+            lambda: _run(gen, env),
+            lambda: _run([sys.executable, "-c", py_gen], env),
+            goal=None,
+            pairs=RUNS,
+        )
         cfg_phase = (
             "from pathlib import Path;"
             "from nestos_inst.service.cmdline import Cmdline, parse_kargs;"
@@ -66,10 +66,13 @@ def main() -> int:
             f"k = parse_kargs(Cmdline.read({str(d / 'cmdline')!r}));"
             f"build_config(k, config_files([Path({str(conf)!r})]))"
         )
-        cfg = _median([sys.executable, "-c", cfg_phase], env)
-        bare = _median([sys.executable, "-c", "pass"], env)
-        print(f"service config phase: {cfg * 1000:.1f} ms, bare python {bare * 1000:.1f} ms "
-              f"(ratio {cfg / bare:.1f}x)")  # fmt: skip
+        compare(
+            "service config phase vs bare python start-up",
+            lambda: _run([sys.executable, "-c", cfg_phase], env),
+            lambda: _run([sys.executable, "-c", "pass"], env),
+            goal=None,
+            pairs=RUNS,
+        )
     return 0
 
 
