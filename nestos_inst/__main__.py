@@ -8,41 +8,71 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .errors import NestosError, UsageError, format_chain, terminating_signals_raise
+from .errors import NestosError, UsageError, describe, format_chain, terminating_signals_raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli.common import guarded_stdout
+
+    with guarded_stdout():
+        return _main(argv)
+
+
+def _report(text: str) -> None:
+    """The one error line(s) on stderr; a broken stderr leaves only the exit code."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+def _flush_stdout() -> None:
+    """Push out buffered output now, so that a failure is reported, not lost at exit."""
+    if sys.stdout is not None:  # None when started with fd 1 closed
+        sys.stdout.flush()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from .cli import build_parser
+    from .cli.common import OutputError
 
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("NESTOS_INSTALLER_DEBUG") else logging.WARNING,
         format="%(name)s: %(message)s",
     )
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return 2
     try:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, usage errors
+            _flush_stdout()
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
         with terminating_signals_raise():
             rc = func(args)
+        _flush_stdout()
     except UsageError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        _report(f"error: {exc}")
         return 2
+    except OutputError as exc:
+        _report(format_chain(exc))
+        return 1
     except NestosError as exc:
-        sys.stderr.write(format_chain(exc) + "\n")
+        _report(format_chain(exc))
         return 1
     except BrokenPipeError:
         # Commands that must die silently restore SIGPIPE themselves; others say so.
-        sys.stderr.write("Error: Broken pipe (os error 32)\n")
+        _report("Error: Broken pipe (os error 32)")
+        return 1
+    except OSError as exc:  # a failure no caller put in context: still one clear line
+        _report(f"Error: {describe(exc)}")
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM/SIGHUP)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return 1
     return int(rc or 0)
 
 

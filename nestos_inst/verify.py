@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import NestosError, VerifyError
+from .io.files import KEYRING_LIMIT, read_limited
 from .run import run
 
 KEY_DIR = Path(__file__).resolve().parent / "data" / "keys"
@@ -110,10 +111,7 @@ class GpgHome:
     def _import(self, key_file: Path) -> None:
         import gpg
 
-        try:
-            blob = key_file.read_bytes()
-        except OSError as exc:
-            raise NestosError(f"reading keyring {key_file}") from exc
+        blob = read_limited(key_file, KEYRING_LIMIT, message=f"reading keyring {key_file}")
         try:
             result = self.ctx.key_import(blob)
         except gpg.errors.GPGMEError as exc:

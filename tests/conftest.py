@@ -43,6 +43,17 @@ def other_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
     key.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Started as `cmd &` from a non-interactive shell, pytest inherits SIGINT ignored,
+    and so would every process it starts (an ignored signal stays ignored across
+    exec): the CLI under test, gpg. Tests that send SIGINT rely on its default action
+    (Python's KeyboardInterrupt in our CLI, termination in gpg), so we set it here for
+    the whole run, whatever the caller left us."""
+    del config
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import NestosError
@@ -99,3 +101,73 @@ def binary_stdout(refuse_tty: bool = True) -> BinaryIO:
     if refuse_tty and os.isatty(sys.stdout.fileno()):
         raise NestosError("Refusing to write binary data to terminal")
     return sys.stdout.buffer
+
+
+class OutputError(NestosError):
+    """Writing to stdout failed (full disk, closed pipe, I/O error)."""
+
+
+class _GuardedStdout(io.RawIOBase):
+    """fd 1 as a raw stream whose failures are `Error: writing to stdout` errors.
+
+    Python reports a failed write to stdout as a traceback (or, at exit, as "Exception
+    ignored" and status 120). Every byte we print, argparse's `--help` included, goes
+    through here instead; after the first failure further output is dropped, so the
+    one error line is all the user sees."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self.failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, b: Any) -> int:
+        if self.failed:
+            return len(memoryview(b))
+        try:
+            return os.write(self._fd, b)
+        except OSError as exc:
+            self.failed = True
+            raise OutputError("writing to stdout") from exc
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """Route `sys.stdout` through `_GuardedStdout` for the duration (when it is fd 1;
+    a caller that swapped in its own stdout, such as an in-process test, keeps it)."""
+    old = sys.stdout
+    try:
+        is_fd1 = old is not None and old.fileno() == 1
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        is_fd1 = False
+    if not is_fd1:
+        yield
+        return
+    try:
+        old.flush()
+    except OSError:
+        pass
+    raw = _GuardedStdout(1)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=bool(old.line_buffering),
+    )
+    try:
+        yield
+    finally:
+        new, sys.stdout = sys.stdout, old
+        try:
+            new.flush()
+        except Exception:  # noqa: S110 - main() already reported any failure
+            pass
+        raw.failed = True  # whatever is left when the wrapper is collected is moot

@@ -1,4 +1,4 @@
-"""Files and listings the media commands write: create-new files, extracted keyfiles.
+"""Listings and extracted keyfiles the media commands write (files via io.files).
 
 Shared by `iso network extract`, `pxe network unwrap` and `dev extract initrd` so the
 three produce the same bytes and refuse the same existing targets.
@@ -13,15 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
 from ..errors import context
-
-
-def create_new(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write a new file; an existing one (or a symlink in its place) is an error."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    with context(f"opening {path}"):
-        fd = os.open(path, flags, mode)
-    with os.fdopen(fd, "wb") as f, context(f"writing {path}"):
-        f.write(data)
+from ..io.files import SECRET_MODE, Created, create_new
 
 
 def refuse_existing(paths: Sequence[str]) -> None:
@@ -53,12 +45,13 @@ def extract_keyfiles(members: Mapping[str, bytes], directory: str) -> list[str]:
     """Write each keyfile as DIR/<basename> (create-new, 0600: they may hold secrets)."""
     targets = {path: os.path.join(directory, os.path.basename(path)) for path in members}
     refuse_existing(list(targets.values()))
-    with context(f"creating directory {directory}"):
-        os.makedirs(directory, exist_ok=True)
     written = []
-    for path in sorted(members):
-        create_new(targets[path], members[path], 0o600)
-        written.append(targets[path])
+    with Created() as created:
+        created.makedirs(directory)
+        for path in sorted(members):
+            create_new(targets[path], members[path], SECRET_MODE)
+            created.add(targets[path])
+            written.append(targets[path])
     return written
 
 

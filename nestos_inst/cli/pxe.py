@@ -17,12 +17,21 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import NestosError, context
 from ..formats.glob import compile_globs
 from ..formats.initrd import network_members, network_patterns, read_initrd_stream, write_initrd
+from ..formats.kargs import check_text
+from ..io.files import (
+    IGNITION_LIMIT,
+    KEYFILE_LIMIT,
+    SECRET_MODE,
+    Created,
+    create_new,
+    read_limited,
+    write_file,
+)
 from ..profile import DEFAULT
 from .common import binary_stdout, restore_sigpipe
 from .output import (
     add_directory_option,
     add_keyfile_option,
-    create_new,
     print_path,
     refuse_existing,
     write_keyfiles,
@@ -59,27 +68,20 @@ def _display(path: str | None) -> str:
 
 
 def write_output(data: bytes, output: str | None) -> None:
-    """Write to stdout (never a TTY) or create/truncate `output`, like upstream's wrap."""
+    """Write to stdout (never a TTY) or replace `output` whole, 0600 (the wrapped
+    config or keyfiles may hold secrets); a failed write leaves an old file as it was."""
     if output is None:
         out = binary_stdout()
         out.write(data)
         out.flush()
         return
-    with context(f"opening {output}"):
-        f = open(output, "wb")  # noqa: SIM115 - closed right below
-    with f, context(f"writing {output}"):
-        f.write(data)
+    write_file(output, data, mode=SECRET_MODE)
 
 
 def _ignition_wrap(args: argparse.Namespace) -> int:
     if args.output is None:
         binary_stdout()  # refuse a terminal before waiting on stdin
-    if args.ignition_file is None:
-        with context("reading stdin"):
-            config = sys.stdin.buffer.read()
-    else:
-        with open_input(args.ignition_file) as f, context(f"reading {args.ignition_file}"):
-            config = f.read()
+    config = read_limited(args.ignition_file, IGNITION_LIMIT)
     write_output(write_initrd({IGNITION_MEMBER: config}), args.output)
     return 0
 
@@ -103,11 +105,11 @@ def _network_wrap(args: argparse.Namespace) -> int:
         name = Path(path).name
         if name in ("", ".", ".."):
             raise NestosError(f"path {path} has no filename")
+        check_text(name, "keyfile name")
         member = f"{DEFAULT.initrd_network_dir}/{name}"
         if member in members:
             raise NestosError(f"multiple input files named '{name}'")
-        with open_input(path) as f, context(f"reading {path}"):
-            members[member] = f.read()
+        members[member] = read_limited(path, KEYFILE_LIMIT)
     write_output(write_initrd(members), args.output)
     return 0
 
@@ -137,20 +139,51 @@ def check_traversal(path: str) -> None:
         raise NestosError(f"path {path} contains path traversal")
 
 
+def extraction_targets(names: Sequence[str], directory: str) -> dict[str, str]:
+    """Member name → path under `directory`, all checked before anything is written:
+    no traversal, no two members for one path (`a` and `./a`), no member that is
+    both a file and a parent directory of another, no existing file in the way."""
+    targets: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for name in names:
+        check_traversal(name)
+        rel = os.path.normpath(name)
+        if rel in (".", ""):
+            raise NestosError(f"archive member '{name}' has no file name")
+        if rel in owner:
+            raise NestosError(
+                f"archive members '{owner[rel]}' and '{name}' would both be extracted to "
+                f"{os.path.join(directory, rel)}"
+            )
+        owner[rel] = name
+        targets[name] = os.path.join(directory, rel)
+    for rel, name in owner.items():
+        parent = os.path.dirname(rel)
+        while parent:
+            if parent in owner:
+                raise NestosError(
+                    f"archive member '{owner[parent]}' is a file, but '{name}' needs it "
+                    "to be a directory"
+                )
+            parent = os.path.dirname(parent)
+    refuse_existing(list(targets.values()))
+    return targets
+
+
 def _dev_extract(args: argparse.Namespace) -> int:
     members = read_members(args.initrd, args.globs or ["*"])
-    for path in members:
-        check_traversal(path)
-    targets = {path: os.path.join(args.directory, path) for path in members}
-    refuse_existing(list(targets.values()))
-    for path, data in members.items():
-        target = targets[path]
-        parent = os.path.dirname(target)
-        if parent:
-            with context(f"creating directory {parent}"):
-                os.makedirs(parent, exist_ok=True)
-        create_new(target, data)
-        if args.verbose:
+    targets = extraction_targets(list(members), args.directory)
+    written: list[str] = []
+    with Created() as created:
+        for path, data in members.items():
+            target = targets[path]
+            created.makedirs(os.path.dirname(target) or ".")
+            # Member data can be anything, an Ignition config included: owner-only.
+            create_new(target, data, SECRET_MODE)
+            created.add(target)
+            written.append(target)
+    if args.verbose:
+        for target in written:
             print_path(target)
     return 0
 

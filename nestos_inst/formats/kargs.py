@@ -12,6 +12,47 @@ from collections.abc import Sequence
 from ..errors import FormatError, NestosError
 
 _REPLACE = re.compile(r"^([^=]+)=([^=]+)=([^=]+)$")
+# C0 controls (newline, tab, ESC...), DEL and C1 controls. A newline in a karg would
+# start a new line in grub.cfg, isolinux.cfg or the BLS entry: a command injection.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """`text` safe to print on one line: controls and undecodable bytes as escapes."""
+    raw = text.encode("utf-8", "surrogateescape")
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif _CONTROL.match(ch):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse control characters and bytes that are not UTF-8 (from argv or a file)."""
+    if _CONTROL.search(text):
+        raise NestosError(f"{what} '{shown(text)}' contains a control character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NestosError(f"{what} '{shown(text)}' is not valid UTF-8") from None
+
+
+def check_karg(karg: str) -> None:
+    """A kernel argument we are asked to add, delete or substitute."""
+    check_text(karg, "kernel argument")
+
+
+def check_platform(platform: str) -> None:
+    """A platform ID becomes `ignition.platform.id=<id>`: one word, no `=`."""
+    check_text(platform, "platform ID")
+    if not platform or any(c.isspace() for c in platform) or "=" in platform:
+        raise NestosError(
+            f"invalid platform ID '{shown(platform)}': expected one word without '=' or spaces"
+        )
 
 
 def parse_replace(spec: str) -> tuple[str, str, str]:
@@ -32,6 +73,8 @@ def modify_kargs(
 ) -> str:
     """Apply delete → append → append_if_missing → replace, always in that order."""
     # Validate first so a bad -r changes nothing even if it came last.
+    for karg in (*delete, *append, *append_if_missing, *replace):
+        check_karg(karg)
     replacements = [parse_replace(r) for r in replace]
     s = f" {current} "
     for d in delete:

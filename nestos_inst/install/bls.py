@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import NestosError
 from ..formats.kargs import modify_kargs
+from ..io.files import METADATA_LIMIT, read_limited
 
 GRUB_START = "# CONSOLE-SETTINGS-START"
 GRUB_END = "# CONSOLE-SETTINGS-END"
@@ -37,7 +38,7 @@ def read_options(entry: Path) -> str:
 
 def _split(entry: Path) -> tuple[list[str], int, str]:
     try:
-        lines = entry.read_text().splitlines()
+        lines = read_limited(entry, METADATA_LIMIT).decode().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise NestosError(f"reading {entry}") from exc
     found = [i for i, line in enumerate(lines) if line.startswith("options ")]
@@ -108,7 +109,7 @@ def grub_console_file(boot: Path) -> Path:
 def set_grub_console(boot: Path, commands: Sequence[str]) -> None:
     path = grub_console_file(boot)
     try:
-        text = path.read_text()
+        text = read_limited(path, METADATA_LIMIT).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise NestosError(f"reading {path}") from exc
     _write(path, update_grub_block(text, commands))

@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import NestosError, flat_chain
+from ..formats.kargs import check_karg, check_platform, check_text
+from ..io.files import CONFIG_FILE_LIMIT, read_limited
 from ..options import (
     BY_FIELD,
     CONFIG_KEYS,
@@ -147,6 +149,36 @@ class InstallConfig(BaseModel):
             return tuple(normalize_console(s) for s in v)
         except NestosError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_platform(v)
+            except NestosError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("append_karg", "delete_karg")
+    @classmethod
+    def _kargs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            for karg in v:
+                check_karg(karg)
+        except NestosError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("firstboot_args")
+    @classmethod
+    def _firstboot(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_text(v, "first-boot kernel arguments")
+            except NestosError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("ignition_hash")
     @classmethod
@@ -332,11 +364,7 @@ def check_conflicts(cfg: InstallConfig, context: str) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Parse one YAML config file into a layer; errors name the file and the key."""
     context = f"parsing config file {path}"
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as exc:
-        raise NestosError(f"opening config file {path}") from exc
+    text = read_limited(path, CONFIG_FILE_LIMIT, message=f"opening config file {path}")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

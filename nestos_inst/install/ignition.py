@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NestosError, VerifyError
+from ..io.files import IGNITION_LIMIT, read_limited
 
 _LENGTHS = {"sha256": 32, "sha512": 64}
 
@@ -75,10 +76,6 @@ def check_json(data: bytes) -> None:
 
 
 def read_ignition_file(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise NestosError(f"opening source Ignition config {path}") from exc
+    data = read_limited(path, IGNITION_LIMIT, message=f"opening source Ignition config {path}")
     check_json(data)
     return data

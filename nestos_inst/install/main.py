@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
+from ..io.files import KEYRING_LIMIT, read_limited
 from ..options import default_architecture
 from ..profile import ALL, NESTOS, Profile
 from ..progress import Progress
@@ -135,6 +136,53 @@ def inspect_target(path: str) -> Target:
     raise NestosError(f'"{path}" is not a block device')
 
 
+def _identity(st: os.stat_result) -> tuple[str, int, int]:
+    """What a path really is: a block device by number, a file by device and inode."""
+    if stat.S_ISBLK(st.st_mode):
+        return ("blk", st.st_rdev, 0)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def _loop_backing_files(devno: int) -> list[str]:
+    """Backing files of a loop device and of the loop devices under a partition."""
+    try:
+        base = Path(f"/sys/dev/block/{os.major(devno)}:{os.minor(devno)}").resolve(strict=True)
+    except OSError:
+        return []
+    out = []
+    for p in (base / "loop" / "backing_file", base.parent / "loop" / "backing_file"):
+        try:
+            out.append(p.read_text().strip().removesuffix(" (deleted)"))
+        except OSError:
+            continue
+    return [f for f in out if f]
+
+
+def _identities(path: str) -> set[tuple[str, int, int]]:
+    """The path's identity, plus its loop backing files' when it is a loop device."""
+    st = os.stat(path)
+    out = {_identity(st)}
+    if stat.S_ISBLK(st.st_mode):
+        for backing in _loop_backing_files(st.st_rdev):
+            with contextlib.suppress(OSError):
+                out.add(_identity(os.stat(backing)))
+    return out
+
+
+def refuse_source_is_target(image: str, target: Target) -> None:
+    """Writing an image onto itself destroys it half-way: the same file (by inode, so
+    symlinks and hard links count), the same block device, or a loop device backed by
+    the other one."""
+    try:
+        src = _identities(image)
+    except OSError:
+        return  # the source's own open reports this with its usual message
+    if src & _identities(target.canonical):
+        raise NestosError(
+            f"refusing to install {image} onto {target.path}: the image is the destination"
+        )
+
+
 def _stream_format(target: Target) -> str:
     ss = target.sector_size or 512
     if ss == 4096:
@@ -217,7 +265,11 @@ def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
     # a mismatch is known now, so refuse before touching anything.
     edits.check_ignition_hash()
     filters = parse_partition_filters(list(cfg.save_partlabel), list(cfg.save_partindex))
+    for keyring in cfg.keyring:  # unreadable or endless keyrings fail now, not mid-write
+        read_limited(keyring, KEYRING_LIMIT, message=f"reading keyring {keyring}")
     target = inspect_target(cfg.dest_device)
+    if cfg.image_file is not None:
+        refuse_source_is_target(cfg.image_file, target)
     source, needs_sig = resolve_source(cfg, target, profile)
     return Plan(cfg, profile, target, source, needs_sig, edits, filters)
 

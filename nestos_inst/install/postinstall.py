@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NestosError
+from ..io.files import METADATA_LIMIT, read_limited
 from ..io.pipeline import write_all
 from ..profile import ALL, Profile
 from . import bls
@@ -119,11 +120,11 @@ def load_platforms(boot: Path, profile: Profile) -> Platforms:
     for rel in candidates:
         path = boot / rel
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise NestosError(f"reading {path}") from exc
+            raw = read_limited(path, METADATA_LIMIT, message=f"reading {path}")
+        except NestosError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                continue
+            raise
         try:
             data = json.loads(raw)
             return _check_platforms(data)

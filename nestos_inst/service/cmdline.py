@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NestosError
+from ..io.files import CMDLINE_LIMIT, read_limited
 from ..profile import ALL, Profile
 
 # First-boot-only network kargs (kernel + dracut); brand-specific ones come from profiles.
@@ -74,10 +75,8 @@ class Cmdline:
 
     @classmethod
     def read(cls, path: str | Path = "/proc/cmdline") -> Cmdline:
-        try:
-            text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError as e:
-            raise NestosError(f"reading kernel command line {path}") from e
+        raw = read_limited(path, CMDLINE_LIMIT, message=f"reading kernel command line {path}")
+        text = raw.decode("utf-8", errors="surrogateescape")
         return cls.parse(text)
 
     def lookup(self, name: str) -> str | None:

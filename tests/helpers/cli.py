@@ -36,6 +36,15 @@ def run_cli(
     )
 
 
+def default_signal_actions() -> None:
+    """In a child before exec: the signals a test sends get their default action, even
+    if the test run itself was started with them ignored (`cmd &` ignores SIGINT)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def interrupt_cli(
     *args: str | os.PathLike[str],
     signum: int,
@@ -57,6 +66,7 @@ def interrupt_cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=default_signal_actions,  # noqa: PLW1509 - signal() only, before exec
     )
     seen = b""
     try:
