@@ -156,16 +156,16 @@ def guarded_stdout() -> Iterator[None]:
     except OSError:
         pass
     raw = _GuardedStdout(1)
-    sys.stdout = io.TextIOWrapper(
+    new = io.TextIOWrapper(
         io.BufferedWriter(raw),
         encoding=old.encoding,
         errors=old.errors,
         line_buffering=bool(old.line_buffering),
     )
     try:
-        yield
+        with contextlib.redirect_stdout(new):  # the stdlib's way to swap sys.stdout
+            yield
     finally:
-        new, sys.stdout = sys.stdout, old
         try:
             new.flush()
         except Exception:  # noqa: S110 - main() already reported any failure

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import FormatError, NestosError
 from ..formats.embed import IsoConfig, find_karg_areas
 from ..formats.iso9660 import IsoFs
+from ..io.files import IGNITION_LIMIT, KEYFILE_LIMIT, read_limited
 from ..media import iso as media
 from .common import binary_stdout, restore_sigpipe
 from .output import add_directory_option, add_keyfile_option, write_keyfiles
@@ -37,18 +38,13 @@ def modify_iso(path: str, output: str | None, edit: Callable[[IsoConfig], None])
     media.modify_iso(path, output_target(output), edit)
 
 
-def read_input(path: str | None) -> bytes:
-    """All of FILE, or all of stdin."""
-    if path is None:
-        try:
-            return sys.stdin.buffer.read()
-        except OSError as exc:
-            raise NestosError("reading stdin") from exc
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise NestosError(f"reading {path}") from exc
+def read_input(path: str | None, limit: int = IGNITION_LIMIT) -> bytes:
+    """All of FILE, or all of stdin, up to `limit` bytes (an Ignition config's)."""
+    return read_limited(path, limit, message="reading stdin" if path is None else f"reading {path}")
+
+
+def read_keyfile(path: str) -> bytes:
+    return read_input(path, KEYFILE_LIMIT)
 
 
 # ---- ignition ---------------------------------------------------------------------------
@@ -110,7 +106,7 @@ def cmd_remove(args: argparse.Namespace) -> None:
 
 def cmd_network_embed(args: argparse.Namespace) -> None:
     modify_iso(
-        args.iso, args.output, media.embed_network(args.keyfile, read_input, force=args.force)
+        args.iso, args.output, media.embed_network(args.keyfile, read_keyfile, force=args.force)
     )
 
 

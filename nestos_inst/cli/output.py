@@ -9,19 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import BinaryIO
 
-from ..errors import context
-from ..io.files import SECRET_MODE, Created, create_new
-
-
-def refuse_existing(paths: Sequence[str]) -> None:
-    """Fail before writing anything if a target exists (create-new would fail later)."""
-    for path in paths:
-        if os.path.lexists(path):
-            with context(f"opening {path}"):
-                raise FileExistsError(17, os.strerror(17), path)
+from ..io.files import SECRET_MODE, Created, create_new, refuse_existing
 
 
 def print_path(path: str) -> None:

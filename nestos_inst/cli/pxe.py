@@ -25,6 +25,7 @@ from ..io.files import (
     Created,
     create_new,
     read_limited,
+    refuse_existing,
     write_file,
 )
 from ..profile import DEFAULT
@@ -33,7 +34,6 @@ from .output import (
     add_directory_option,
     add_keyfile_option,
     print_path,
-    refuse_existing,
     write_keyfiles,
 )
 

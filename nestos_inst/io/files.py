@@ -19,7 +19,7 @@ import contextlib
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from ..errors import NestosError
@@ -168,6 +168,13 @@ def write_file(
 def create_new(path: str | os.PathLike[str], data: bytes, mode: int = PUBLIC_MODE) -> None:
     """A new file holding `data`; an existing path is an error and stays untouched."""
     write_file(path, data, mode=mode, replace=False)
+
+
+def refuse_existing(paths: Sequence[str]) -> None:
+    """Fail before writing anything if a target exists (create-new would fail later)."""
+    for path in paths:
+        if os.path.lexists(path):
+            raise NestosError(f"opening {path}") from FileExistsError(17, os.strerror(17), path)
 
 
 class Created:

@@ -17,6 +17,7 @@ from ..formats import isoedit, miniso
 from ..formats.embed import UNRECOGNIZED, IsoConfig, detect_profile, read_meta
 from ..formats.iso9660 import SECTOR, IsoFs, NotFoundError, Record
 from ..formats.kargs import modify_kargs
+from ..io.files import Created, atomic_output, refuse_existing
 from ..profile import Profile
 from ..report import say
 from .iso import open_iso
@@ -38,19 +39,15 @@ def _open_fs(fd: int) -> IsoFs:
 
 
 def copy_file_out(fs: IsoFs, rec: Record, path: str) -> None:
-    """Copy one ISO file to a new file at `path` (never clobbers; kernel-side copy)."""
+    """Copy one ISO file to a new file at `path` (never clobbers; kernel-side copy).
+    The copy goes to a temporary file first: a full disk leaves nothing behind."""
     if rec.offset + rec.length > fs.size:
         raise FormatError(f"file {rec.name} extends beyond the end of the image")
-    try:
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise NestosError(f"opening {path}") from exc
-    try:
-        _copy(fs.fd, rec.offset, out, rec.length)
-    except OSError as exc:
-        raise NestosError(f"copying {rec.name} to {path}") from exc
-    finally:
-        os.close(out)
+    with atomic_output(path, mode=0o666, replace=False) as out:
+        try:
+            _copy(fs.fd, rec.offset, out.fileno(), rec.length)
+        except OSError as exc:
+            raise NestosError(f"copying {rec.name} to {path}") from exc
 
 
 def _copy(src: int, offset: int, dst: int, count: int) -> None:
@@ -94,21 +91,23 @@ def extract_pxe(
             raise FormatError(UNRECOGNIZED) from exc
         if not pxeboot.is_dir:
             raise FormatError(UNRECOGNIZED) from FormatError(f"entry {pxeboot.name} is a file")
-        try:
-            os.makedirs(output_dir, exist_ok=True)
-        except OSError as exc:
-            raise NestosError(f"creating {output_dir}") from exc
         base = Path(iso_path).stem + "-"
+        # ISO names never contain "/" (decoded to "."), and the stem prefix keeps
+        # "." and ".." from naming anything outside output_dir.
+        files = [
+            (rec, os.path.join(output_dir, base + rec.name.lower()))
+            for rec in fs.list_dir(pxeboot)
+            if not rec.is_dir
+        ]
+        refuse_existing([path for _, path in files])  # before the first byte
         written: list[str] = []
-        for rec in list(fs.list_dir(pxeboot)):
-            if rec.is_dir:
-                continue
-            # ISO names never contain "/" (decoded to "."), and the stem prefix keeps
-            # "." and ".." from naming anything outside output_dir.
-            path = os.path.join(output_dir, base + rec.name.lower())
-            on_file(path)
-            copy_file_out(fs, rec, path)
-            written.append(path)
+        with Created() as created:
+            created.makedirs(output_dir)
+            for rec, path in files:
+                on_file(path)
+                copy_file_out(fs, rec, path)
+                created.add(path)
+                written.append(path)
         return written
     finally:
         os.close(fd)

@@ -9,12 +9,13 @@ terminal; this module never touches stdin or stdout itself.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import NestosError
 from ..formats import isoedit
 from ..formats.embed import CONFIG_MEMBER, IsoConfig
-from ..formats.kargs import modify_kargs
+from ..formats.kargs import check_text, modify_kargs
 
 # Where modify_iso() writes: None rewrites the image in place, a str names a new
 # file (never clobbered), an int is a descriptor the whole image is streamed to.
@@ -22,10 +23,16 @@ Target = str | int | None
 
 
 def open_iso(path: str, *, writable: bool) -> int:
+    """A descriptor on the image; a directory is refused here, with its name, rather
+    than failing later on the first read."""
     try:
-        return os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as exc:
         raise NestosError(f"opening {path}") from exc
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NestosError(f"opening {path}") from IsADirectoryError(21, os.strerror(21))
+    return fd
 
 
 def load_iso(fd: int) -> IsoConfig:
@@ -90,6 +97,7 @@ def keyfile_members(
     members: dict[str, bytes] = {}
     for path in paths:
         name = os.path.basename(path)
+        check_text(name, "keyfile name")
         member = f"{directory}/{name}"
         if member in members:
             raise NestosError(f"multiple input files named '{name}'")

@@ -77,6 +77,8 @@ def _endless_cases(media: dict[str, Path], src: Path, target: Path) -> list[tupl
             "larger than the limit of 64 MiB",
         ),
         (["install", "--config-file", str(src), str(target)], "larger than the limit of 1 MiB"),
+        (["iso", "ignition", "embed", "-i", str(src), str(media["iso"])], "limit of 64 MiB"),
+        (["iso", "network", "embed", "-f", "-k", str(src), str(media["iso"])], "limit of 1 MiB"),
         (
             ["install", "--dry-run", "--keyring", str(src), "-f", str(media["iso"]), str(target)],
             "larger than the limit of 16 MiB",
@@ -90,8 +92,8 @@ def test_endless_inputs_have_a_limit(media: dict[str, Path], tmp_path: Path, sou
     memory bounded (1 GiB cap), nothing written, the target untouched."""
     target = tmp_path / "disk.img"
     target.write_bytes(b"\x5a" * 65536)
-    before = sha(target)
-    for i in range(5):
+    before, iso_before = sha(target), sha(media["iso"])
+    for i in range(7):
         if source == "dev-zero":
             args, message = _endless_cases(media, Path("/dev/zero"), target)[i]
             proc = run_capped(*args)
@@ -102,6 +104,7 @@ def test_endless_inputs_have_a_limit(media: dict[str, Path], tmp_path: Path, sou
             (tmp_path / "endless.fifo").unlink()
         fails(proc, message)
         assert sha(target) == before
+        assert sha(media["iso"]) == iso_before
         assert not (tmp_path / "out.img").exists()
 
 
@@ -301,6 +304,28 @@ def test_keyfile_extract_on_full_disk(media: dict[str, Path]) -> None:
             assert proc.stderr.startswith(b"Error: "), proc.stderr
             assert b"No space left on device" in proc.stderr, proc.stderr
             assert sorted(p.name for p in fs.iterdir()) == ["filler"]
+
+
+@pytest.mark.root
+def test_extract_pxe_on_full_disk(media: dict[str, Path]) -> None:
+    """`iso extract pxe` onto a full filesystem: an `Error:` line, no 0-byte or partial
+    file, nothing from earlier files of the same run either."""
+    with tiny_fs(64) as fs:
+        fill(fs)
+        out = fs / "pxe"
+        proc = run_capped("iso", "extract", "pxe", "-o", out, media["iso"])
+        fails(proc, "No space left on device")
+        assert sorted(p.name for p in fs.iterdir()) == ["filler"]
+
+
+def test_extract_pxe_refuses_existing_before_writing(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "pxe"
+    out.mkdir()
+    (out / "live-vmlinuz").write_bytes(b"mine")
+    fails(run_capped("iso", "extract", "pxe", "-o", out, media["iso"]), "File exists")
+    assert listing(out) == {"live-vmlinuz": (0o644, b"mine")}
 
 
 def test_wrap_replaces_existing_output_only_when_complete(
