@@ -17,6 +17,7 @@ from .. import profile as profiles
 from ..errors import FormatError, NestosError
 from . import kargs as kargs_mod
 from .iso9660 import IsoFs, NotFoundError, Record
+from .isoedit import Area, check_areas
 
 KARG_HEADER_OFFSET = 32768 - 24 - 72
 KARG_HEADER_MAGIC = b"coreKarg"
@@ -79,7 +80,8 @@ class KargAreas:
         self.from_json = from_json
         if not self.regions:
             raise FormatError("No karg embed areas found; corrupted CoreOS ISO image.")
-        self._current = self._parse_all()
+        # Parsed on first use: IsoConfig checks where the areas are before what they hold.
+        self._current: str | None = None
 
     def _parse_all(self) -> str:
         first: str | None = None
@@ -97,6 +99,8 @@ class KargAreas:
 
     @property
     def current(self) -> str:
+        if self._current is None:
+            self._current = self._parse_all()
         return self._current
 
     def set(self, kargs: str) -> None:
@@ -282,6 +286,20 @@ class IsoConfig:
         self.initrd_region = self._find_initrd_area()
         self.kargs = self._find_karg_areas()
         self._members: dict[str, bytes] | None = None
+        self._check_areas()
+        if self.kargs is not None:
+            _ = self.kargs.current  # contents are parsed (and refused) at load, as before
+
+    def _check_areas(self) -> None:
+        """Every area, written or not, by the one rule of isoedit.check_areas: a reset
+        must not find out about an overlap only after it wrote over the descriptors."""
+        areas = [Area("initrd embed area", self.initrd_region.offset, self.initrd_region.length)]
+        if self.kargs is not None:
+            areas += [Area("karg embed area", r.offset, r.length) for r in self.kargs.regions]
+        try:
+            check_areas(areas, self.fs.size, self.fs.descriptors_end)
+        except FormatError as exc:
+            raise FormatError("checking embed areas") from exc
 
     # ---- metadata files -------------------------------------------------------------
 

@@ -74,6 +74,20 @@ def _a_string(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("ascii", errors="replace").rstrip(" ")
 
 
+def descriptors_end(fd: int) -> int:
+    """End of the system area and volume descriptors of the ISO on `fd`, for callers
+    that write without an IsoFs at hand; 0 when there is no descriptor (not an ISO)."""
+    end = 0
+    for i in range(_MAX_DESCRIPTORS):
+        head = os.pread(fd, 7, _DESCRIPTORS_START + i * SECTOR)
+        if len(head) < 7 or head[1:6] != b"CD001":
+            break
+        end = _DESCRIPTORS_START + (i + 1) * SECTOR
+        if head[0] == 255:
+            break
+    return end
+
+
 def file_size(fd: int) -> int:
     """Size of a regular file or a block device (whose st_size is 0)."""
     st = os.fstat(fd)
@@ -105,6 +119,9 @@ class IsoFs:
         self.descriptors: list[Descriptor] = []
         self.root: Record | None = None
         self.volume_space_size = 0
+        # End of the system area and the volume descriptor set (terminator included):
+        # no embed area may reach into it (see isoedit.check_areas).
+        self.descriptors_end = _DESCRIPTORS_START
         self._parse_descriptors()
         if self.root is None:
             raise FormatError("no primary volume descriptor found in ISO")
@@ -128,6 +145,7 @@ class IsoFs:
                 raise FormatError(f"getting volume descriptor #{i}") from exc
             kind = desc[0]
             if kind == 255:
+                self.descriptors_end = _DESCRIPTORS_START + (i + 1) * SECTOR
                 return
             if kind in (0, 1):
                 if desc[1:6] != b"CD001":

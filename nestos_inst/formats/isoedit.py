@@ -12,10 +12,11 @@ import errno
 import os
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..errors import FormatError, NestosError
 from ..io.pipeline import pwrite_all, write_all
-from .iso9660 import file_size
+from .iso9660 import descriptors_end, file_size
 
 _CHUNK = 1 << 20
 _BIG_CHUNK = 1 << 30
@@ -23,8 +24,45 @@ _TEMP_CHARS = string.ascii_letters + string.digits
 Regions = Sequence[tuple[int, bytes]]
 
 
-def check_regions(regions: Regions, size: int) -> list[tuple[int, bytes]]:
-    """Sorted regions; overlapping or out-of-file regions are refused before any write."""
+@dataclass(frozen=True)
+class Area:
+    """A byte range of the image that metadata says we may rewrite."""
+
+    what: str
+    offset: int
+    length: int
+
+
+def check_areas(areas: Sequence[Area], size: int, reserved: int) -> None:
+    """The one rule for every area an ISO's metadata points at, checked before any
+    write path touches a byte: inside the file, clear of the system area and volume
+    descriptors (the first `reserved` bytes), and not overlapping one another."""
+    ordered = sorted(areas, key=lambda a: (a.offset, a.length))
+    prev: Area | None = None
+    for area in ordered:
+        end = area.offset + area.length
+        if area.offset < 0 or area.length < 0 or end > size:
+            raise FormatError(
+                f"{area.what} at offset {area.offset} length {area.length} extends beyond "
+                f"end of image ({size} bytes)"
+            )
+        if area.length and area.offset < reserved:
+            raise FormatError(
+                f"{area.what} at offset {area.offset} overlaps the system area or volume "
+                f"descriptors (first {reserved} bytes)"
+            )
+        if prev is not None and area.length and area.offset < prev.offset + prev.length:
+            raise FormatError(
+                f"{area.what} at offset {area.offset} overlaps {prev.what} at offset "
+                f"{prev.offset} length {prev.length}"
+            )
+        if area.length:
+            prev = area
+
+
+def check_regions(regions: Regions, size: int, reserved: int = 0) -> list[tuple[int, bytes]]:
+    """Sorted regions; overlapping, out-of-file and reserved-area regions are refused
+    before any write (`check_areas` with the compat messages for the first two)."""
     ordered = sorted(regions, key=lambda r: r[0])
     pos = 0
     for offset, data in ordered:
@@ -33,23 +71,29 @@ def check_regions(regions: Regions, size: int) -> list[tuple[int, bytes]]:
         pos = offset + len(data)
         if pos > size:
             raise FormatError(f"region starting at {offset} extends beyond end of image")
+    check_areas([Area("region", off, len(data)) for off, data in ordered], size, reserved)
     return ordered
+
+
+def _checked(fd: int, regions: Regions) -> tuple[int, list[tuple[int, bytes]]]:
+    size = file_size(fd)
+    return size, check_regions(regions, size, descriptors_end(fd))
 
 
 def write_in_place(fd: int, regions: Regions, path: str) -> None:
     """Patch only the regions; `fd` must be open read-write."""
-    size = file_size(fd)
+    _, ordered = _checked(fd, regions)
     with _ctx(f"writing {path}"):
-        for offset, data in check_regions(regions, size):
+        for offset, data in ordered:
             pwrite_all(fd, data, offset)
 
 
 def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
     """Stream the whole input to `out_fd` with the regions substituted."""
-    size = file_size(fd)
+    size, ordered = _checked(fd, regions)
     pos = 0
     with _ctx("writing to stdout"):
-        for offset, data in check_regions(regions, size):
+        for offset, data in ordered:
             _send(fd, out_fd, pos, offset - pos)
             write_all(out_fd, data)
             pos = offset + len(data)
@@ -58,8 +102,7 @@ def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
 
 def write_copy(fd: int, regions: Regions, output: str, temp_prefix: str) -> None:
     """Copy to a temp file beside `output`, patch it, link it to `output` (no clobber)."""
-    size = file_size(fd)
-    ordered = check_regions(regions, size)
+    size, ordered = _checked(fd, regions)
     parent = os.path.dirname(os.path.abspath(output))
     tmp_fd, tmp_path = _create_temp(parent, temp_prefix)
     try:

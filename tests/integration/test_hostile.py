@@ -41,7 +41,7 @@ def fails(
     assert proc.returncode == rc, err
     assert "Traceback" not in err, err
     assert message in err, err
-    assert err.startswith("Error: ") if rc == 1 else "error:" in err, err
+    assert "\nError: " in "\n" + err if rc == 1 else "error:" in err, err
     return proc
 
 
@@ -459,3 +459,99 @@ def test_extract_on_full_disk_leaves_nothing(tmp_path: Path) -> None:
         proc = run_capped("dev", "extract", "initrd", "-C", dest, src)
         fails(proc, "No space left on device")
         assert sorted(p.name for p in fs.iterdir()) == ["filler"]
+
+
+# ---- class 4: metadata pointing at the ISO's own structures ----------------------------
+
+_WRITERS = [
+    ["iso", "reset"],
+    ["iso", "kargs", "reset"],
+    ["iso", "kargs", "modify", "-a", "x=1"],
+    ["iso", "ignition", "embed", "-f", "-i", "/dev/null"],
+    ["iso", "ignition", "remove"],
+    ["iso", "network", "remove"],
+    ["iso", "embed", "-f", "-c", "/dev/null"],
+    ["iso", "remove"],
+]
+
+
+@pytest.fixture(scope="module")
+def legacy_iso(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int, list[int]]:
+    from tests.helpers.isomedia import LiveIsoSpec
+
+    built = build_live_iso(
+        tmp_path_factory.mktemp("legacy") / "legacy.iso", LiveIsoSpec(kargs="legacy")
+    )
+    assert built.default_offset is not None
+    return built.path, built.spec.karg_size, built.default_offset, built.karg_offsets
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("pvd", "overlaps the system area or volume descriptors"),
+        ("system-area", "overlaps the system area or volume descriptors"),
+        ("initrd", "overlaps initrd embed area"),
+        ("twice", "overlaps karg embed area"),
+        ("end", "beyond end of image"),
+    ],
+)
+def test_every_writer_refuses_areas_on_iso_structures(
+    legacy_iso: tuple[Path, int, int, list[int]], tmp_path: Path, where: str, message: str
+) -> None:
+    """A karg slot pointing at the volume descriptors, the system area, the initrd
+    area, another slot or past the end: every write command, in every output mode,
+    refuses before writing a byte (no output file, the image unchanged)."""
+    from tests.helpers.isomedia import write_karg_header
+
+    src, length, default, offsets = legacy_iso
+    iso = tmp_path / "crafted.iso"
+    iso.write_bytes(src.read_bytes())
+    size = iso.stat().st_size
+    ign = _file_extent(iso, "IMAGES/IGNITION.IMG")
+    bad = {
+        "pvd": [offsets[0], 16 * 2048],
+        "system-area": [512, offsets[0]],
+        "initrd": [offsets[0], ign + 100],
+        "twice": [offsets[0], offsets[0] + 10],
+        "end": [offsets[0], size - 10],
+    }[where]
+    write_karg_header(iso, length, default, bad)
+    before = sha(iso)
+    for args in _WRITERS:
+        for mode in ([], ["-o", str(tmp_path / "out.iso")], ["-o", "-"]):
+            proc = run_capped(*args, *mode, iso)
+            fails(proc, message)
+            assert proc.stdout == b""
+            assert not (tmp_path / "out.iso").exists()
+    assert sha(iso) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.iso"]
+
+
+def _file_extent(iso: Path, name: str) -> int:
+    from nestos_inst.formats.iso9660 import IsoFs
+
+    fd = os.open(iso, os.O_RDONLY)
+    try:
+        return IsoFs(fd).get_file(name).offset
+    finally:
+        os.close(fd)
+
+
+def test_regions_inside_descriptors_refused_by_isoedit(tmp_path: Path) -> None:
+    """The write layer itself refuses the reserved area, whatever the caller found."""
+    from nestos_inst.errors import FormatError
+    from nestos_inst.formats import isoedit
+
+    iso = build_live_iso(tmp_path / "live.iso").path
+    before = sha(iso)
+    fd = os.open(iso, os.O_RDWR)
+    try:
+        with pytest.raises(FormatError, match="overlaps the system area"):
+            isoedit.write_in_place(fd, [(16 * 2048 + 1, b"x")], str(iso))
+        with pytest.raises(FormatError, match="overlaps the system area"):
+            isoedit.write_copy(fd, [(100, b"x")], str(tmp_path / "o.iso"), ".t")
+    finally:
+        os.close(fd)
+    assert sha(iso) == before
+    assert not (tmp_path / "o.iso").exists()
