@@ -10,7 +10,12 @@ DESTDIR ?=
 # GPGME, systemd and udev bindings (the venv sees them via --system-site-packages).
 APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
 	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
-	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl
+	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl \
+	python3-gi gir1.2-nm-1.0 ignition
+# `customize --network-nmstate` runs nmstate's Python library (PyPI nmstate 2.0.0,
+# libnm through python3-gi/gir1.2-nm-1.0). Its declared `nispor` dependency has no
+# build for Debian or PyPI and is not used to generate keyfiles: hence --no-deps.
+NMSTATE_PIP := nmstate==2.0.0
 E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod
 
 .PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench install clean
@@ -40,6 +45,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]' \
 		--config-settings editable_mode=compat
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps '$(NMSTATE_PIP)'
 	touch $@
 
 venv: deps $(VENV)/.stamp
@@ -85,7 +91,8 @@ install:
 	install -m 755 units/scripts/* $(DESTDIR)$(LIBEXECDIR)/
 	install -m 755 dracut/50nestos-installer/module-setup.sh \
 		dracut/50nestos-installer/python-files.py $(DESTDIR)$(DRACUTDIR)/
-	install -m 644 docs/service-mode.md $(DESTDIR)$(PREFIX)/share/doc/nestos-installer/
+	install -m 644 docs/service-mode.md docs/customize.md \
+		$(DESTDIR)$(PREFIX)/share/doc/nestos-installer/
 	if [ -f data/example-config.yaml ]; then install -m 644 data/example-config.yaml \
 		$(DESTDIR)$(PREFIX)/share/nestos-installer/example-config.yaml; fi
 

@@ -14,6 +14,8 @@ class Profile:
     karg_prefix: str  # "nestos.inst"
     legacy_karg: str  # "nestos.inst=yes"
     installer_config_dir: str
+    dest_ignition: str  # where `customize` puts the destination's Ignition config
+    customize_doc: str  # Documentation= of the hook units `customize` generates
     iso_dir: str  # "NESTOS" (ISO9660 name of /nestos)
     live_initramfs_marker: str
     initrd_features: str
@@ -38,6 +40,8 @@ NESTOS = Profile(
     karg_prefix="nestos.inst",
     legacy_karg="nestos.inst=yes",
     installer_config_dir="/etc/nestos/installer.d",
+    dest_ignition="/etc/nestos/dest.ign",
+    customize_doc="file:/usr/share/doc/nestos-installer/customize.md",
     iso_dir="NESTOS",
     live_initramfs_marker="etc/nestos-live-initramfs",
     initrd_features="etc/nestos/features.json",
@@ -62,6 +66,8 @@ COREOS = Profile(
     karg_prefix="coreos.inst",
     legacy_karg="coreos.inst=yes",
     installer_config_dir="/etc/coreos/installer.d",
+    dest_ignition="/etc/coreos/dest.ign",
+    customize_doc="https://coreos.github.io/coreos-installer/customizing-install/",
     iso_dir="COREOS",
     live_initramfs_marker="etc/coreos-live-initramfs",
     initrd_features="etc/coreos/features.json",

@@ -88,8 +88,9 @@ def write_in_place(fd: int, regions: Regions, path: str) -> None:
             pwrite_all(fd, data, offset)
 
 
-def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
-    """Stream the whole input to `out_fd` with the regions substituted."""
+def write_stream(fd: int, regions: Regions, out_fd: int, append: bytes = b"") -> None:
+    """Stream the whole input to `out_fd` with the regions substituted, then `append`
+    (`pxe customize` adds its archive after the input)."""
     size, ordered = _checked(fd, regions)
     pos = 0
     with _ctx("writing to stdout"):
@@ -98,10 +99,15 @@ def write_stream(fd: int, regions: Regions, out_fd: int) -> None:
             write_all(out_fd, data)
             pos = offset + len(data)
         _send(fd, out_fd, pos, size - pos)
+        if append:
+            write_all(out_fd, append)
 
 
-def write_copy(fd: int, regions: Regions, output: str, temp_prefix: str) -> None:
-    """Copy to a temp file beside `output`, patch it, link it to `output` (no clobber)."""
+def write_copy(
+    fd: int, regions: Regions, output: str, temp_prefix: str, append: bytes = b""
+) -> None:
+    """Copy to a temp file beside `output`, patch it, add `append` at the end, link it
+    to `output` (no clobber)."""
     size, ordered = _checked(fd, regions)
     parent = os.path.dirname(os.path.abspath(output))
     tmp_fd, tmp_path = _create_temp(parent, temp_prefix)
@@ -112,6 +118,8 @@ def write_copy(fd: int, regions: Regions, output: str, temp_prefix: str) -> None
             with _ctx(f"writing {tmp_path}"):
                 for offset, data in ordered:
                     pwrite_all(tmp_fd, data, offset)
+                if append:
+                    pwrite_all(tmp_fd, append, size)
         finally:
             os.close(tmp_fd)
         with _ctx(f"persisting output file to {output}"):
