@@ -10,7 +10,6 @@ from .common import binary_stdout
 
 if TYPE_CHECKING:
     from ..customize.build import Options
-    from ..formats.embed import IsoConfig
     from . import Registry
 
 ISO_DESCRIPTION = """\
@@ -87,23 +86,26 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
+def _target(output: str) -> str | int:
+    """`-` streams to stdout (a terminal is refused before any work), else a path."""
+    if output != "-":
+        return output
+    out = binary_stdout()
+    out.flush()
+    return out.fileno()
+
+
 def cmd_iso_customize(args: argparse.Namespace) -> None:
-    from ..customize.media import customize_iso
-    from .iso import modify_iso
+    from ..media.customize import customize_iso
 
-    opts = _options(args)
-
-    def edit(iso: IsoConfig) -> None:
-        customize_iso(iso, opts, args.force)
-
-    modify_iso(args.iso, args.output, edit)
+    target = None if args.output is None else _target(args.output)
+    customize_iso(args.iso, target, _options(args), force=args.force)
 
 
 def cmd_pxe_customize(args: argparse.Namespace) -> None:
-    from ..customize.media import customize_pxe
+    from ..media.customize import customize_pxe
 
-    out = binary_stdout() if args.output == "-" else None
-    customize_pxe(args.initramfs, args.output, _options(args), out)
+    customize_pxe(args.initramfs, _target(args.output), _options(args))
 
 
 def register(reg: Registry) -> None:

@@ -10,5 +10,6 @@ memory, before the media commands write a single byte.
 - `keyfile`: NetworkManager keyfile checks with NetworkManager's own parser.
 - `nmstate`: nmstate YAML/JSON to keyfiles through a real nmstate implementation.
 - `build`: the processing order and feature gating; the resulting initrd members.
-- `media`: the ISO and PXE commands around `build`.
+
+The ISO and PXE operations around `build` are in nestos_inst.media.customize.
 """

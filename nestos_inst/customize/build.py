@@ -16,10 +16,9 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -28,6 +27,7 @@ from ..formats.embed import CONFIG_MEMBER, Features
 from ..install.config import load_config_file, merge_layers, validate_layer
 from ..install.console import ConsoleError, console_hint, parse_console
 from ..profile import Profile
+from ..report import say
 from . import ignition, keyfile, nmstate
 
 TOOL = "nestos-installer"
@@ -157,14 +157,11 @@ def installer_yaml(layer: dict[str, Any]) -> bytes:
 
 
 class _Builder:
-    def __init__(
-        self, opts: Options, features: Features, profile: Profile, command: str, err: TextIO
-    ) -> None:
+    def __init__(self, opts: Options, features: Features, profile: Profile, command: str) -> None:
         self.opts = opts
         self.features = features
         self.profile = profile
         self.command = command
-        self.err = err
         self.live: ignition.GeneratedConfig | None = None
         self.members: dict[str, bytes] = {}
         self.installer: dict[str, Any] = {}
@@ -192,10 +189,7 @@ class _Builder:
     def run(self) -> Result:
         o = self.opts
         # 1. destination Ignition fragments
-        dest = [
-            ignition.parse_file(p, read_input(p, "Ignition config"), self.err)
-            for p in o.dest_ignition
-        ]
+        dest = [ignition.parse_file(p, read_input(p, "Ignition config")) for p in o.dest_ignition]
         # 2. destination device
         if o.dest_device is not None:
             self.installer["dest-device"] = o.dest_device
@@ -215,7 +209,6 @@ class _Builder:
             o.dest_karg_append,
             option="--dest-console",
             karg_option="--dest-karg-append",
-            stream=self.err,
         )
         if o.dest_karg_append:
             self.installer["append-karg"] = list(o.dest_karg_append)
@@ -282,7 +275,7 @@ class _Builder:
             self.live_config().add_file(self.next_installer_file(name), data, SECRET_MODE)
         # 11. live Ignition fragments
         for path in o.live_ignition:
-            parsed = ignition.parse_file(path, read_input(path, "Ignition config"), self.err)
+            parsed = ignition.parse_file(path, read_input(path, "Ignition config"))
             self.live_config().merge.append(parsed.serialize())
         return self.finish(dest, cas)
 
@@ -308,9 +301,9 @@ class _Builder:
             self.check_combined()
             device = self.installer.get("dest-device")
             if device is not None:
-                self.say(f"Boot media will automatically install to {device} without confirmation.")
+                say(f"Boot media will automatically install to {device} without confirmation.")
             else:
-                self.say("Boot media will automatically run installer.")
+                say("Boot media will automatically run installer.")
             result.installs = True
         if self.installer:
             data = installer_yaml(self.installer)
@@ -334,17 +327,7 @@ class _Builder:
         except NestosError as exc:
             raise NestosError("checking the combined installer configuration") from exc
 
-    def say(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
 
-
-def build(
-    opts: Options,
-    features: Features,
-    profile: Profile,
-    command: str,
-    err: TextIO | None = None,
-) -> Result:
+def build(opts: Options, features: Features, profile: Profile, command: str) -> Result:
     """Check every input and return the live initramfs members (see module docs)."""
-    return _Builder(opts, features, profile, command, err or sys.stderr).run()
+    return _Builder(opts, features, profile, command).run()

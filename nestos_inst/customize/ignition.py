@@ -21,12 +21,12 @@ import base64
 import gzip
 import json
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from ..errors import NestosError
+from ..report import say
 
 GENERATED_VERSION = "3.3.0"
 # Stable spec versions (minor numbers) and the experimental one Ignition accepts.
@@ -302,16 +302,14 @@ def check_config(data: bytes) -> ParsedConfig:
     return ParsedConfig(version, config, checker.unused)
 
 
-def parse_file(path: str, data: bytes, warn: TextIO | None = None) -> ParsedConfig:
-    """A fragment read from `path`; unused keys are reported as warnings on stderr."""
+def parse_file(path: str, data: bytes) -> ParsedConfig:
+    """A fragment read from `path`; unused keys are reported as warnings."""
     try:
         parsed = check_config(data)
     except IgnitionError as exc:
         raise NestosError(f"parsing Ignition config {path}") from exc
-    out = warn if warn is not None else sys.stderr
     for key in parsed.unused:
-        out.write(f"Warning parsing {path}: unused key: {key}\n")
-    out.flush()
+        say(f"Warning parsing {path}: unused key: {key}")
     return parsed
 
 

@@ -8,7 +8,6 @@ the reason shown.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -44,10 +43,11 @@ def _libnmstate() -> nmstate.Backend | None:
 
 
 @pytest.mark.parametrize("name", ["dest.ign", "dest-2.ign", "live.ign", "live-2.ign"])
-def test_upstream_ignition_configs_parse_cleanly(fx: Path, name: str) -> None:
-    err = io.StringIO()
-    parsed = ignition.parse_file(name, (fx / name).read_bytes(), err)
-    assert err.getvalue() == ""
+def test_upstream_ignition_configs_parse_cleanly(
+    fx: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parsed = ignition.parse_file(name, (fx / name).read_bytes())
+    assert capsys.readouterr().err == ""
     assert parsed.version == "3.3.0"
     # normalisation keeps every key these real configs use
     assert parsed.config == json.loads((fx / name).read_bytes())
@@ -98,7 +98,9 @@ def test_upstream_nmstate_json_with_string_booleans(fx: Path) -> None:
     assert "must be a boolean" in text
 
 
-def test_upstream_inputs_build(fx: Path, tmp_path: Path) -> None:
+def test_upstream_inputs_build(
+    fx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Upstream's full customize invocation (without the JSON nmstate state, see above)."""
     opts = b.Options(
         dest_ignition=[str(fx / "dest.ign"), str(fx / "dest-2.ign")],
@@ -112,9 +114,8 @@ def test_upstream_inputs_build(fx: Path, tmp_path: Path) -> None:
         installer_config=[str(fx / "install-1.conf"), str(fx / "install-2.conf")],
         live_ignition=[str(fx / "live.ign"), str(fx / "live-2.ign")],
     )
-    err = io.StringIO()
-    result = b.build(opts, ALL, profiles.COREOS, "iso", err)
-    assert err.getvalue() == (
+    result = b.build(opts, ALL, profiles.COREOS, "iso")
+    assert capsys.readouterr().err == (
         "Boot media will automatically install to /dev/vda without confirmation.\n"
     )
     config = json.loads(result.live_config or b"")

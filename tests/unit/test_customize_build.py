@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +56,24 @@ def run(
     profile: profiles.Profile = profiles.NESTOS,
     command: str = "iso",
 ) -> tuple[b.Result, str]:
-    err = io.StringIO()
-    result = b.build(opts, features, profile, command, err)
+    """build() and what it told the user (report.say writes to stderr)."""
+    with _stderr() as err:
+        result = b.build(opts, features, profile, command)
     return result, err.getvalue()
 
 
+@contextlib.contextmanager
+def _stderr() -> Iterator[io.StringIO]:
+    saved, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        yield sys.stderr
+    finally:
+        sys.stderr = saved
+
+
 def fails(opts: b.Options, message: str, features: Features = ALL) -> str:
-    err = io.StringIO()
-    with pytest.raises(NestosError) as exc:
-        b.build(opts, features, profiles.NESTOS, "iso", err)
+    with pytest.raises(NestosError) as exc, _stderr():
+        b.build(opts, features, profiles.NESTOS, "iso")
     text = format_chain(exc.value)
     assert message in text, text
     return text

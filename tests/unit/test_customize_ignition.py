@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
 import json
 import shutil
 import subprocess
@@ -94,21 +93,20 @@ def test_invalid_configs_name_the_problem(obj: object, message: str) -> None:
 
 def test_not_json() -> None:
     with pytest.raises(NestosError) as exc:
-        ignition.parse_file("x.ign", b"{not json", io.StringIO())
+        ignition.parse_file("x.ign", b"{not json")
     text = format_chain(exc.value)
     assert text.startswith("Error: parsing Ignition config x.ign\n\nCaused by:\n    Expecting")
 
 
-def test_unknown_and_too_new_keys_warn_and_are_dropped() -> None:
+def test_unknown_and_too_new_keys_warn_and_are_dropped(capsys: pytest.CaptureFixture[str]) -> None:
     obj = {
         "ignition": {"version": "3.2.0", "bogus": 1},
         "kernelArguments": {"shouldExist": ["a"]},  # 3.3+
         "passwd": {"users": [{"name": "a", "shouldExist": False, "xx": 1}]},  # 3.4+
         "storage": {"luks": [{"name": "r", "device": "/dev/x", "discard": True}]},  # 3.4+
     }
-    err = io.StringIO()
-    parsed = ignition.parse_file("f.ign", json.dumps(obj).encode(), err)
-    assert err.getvalue().splitlines() == [
+    parsed = ignition.parse_file("f.ign", json.dumps(obj).encode())
+    assert capsys.readouterr().err.splitlines() == [
         "Warning parsing f.ign: unused key: $.kernelArguments",
         "Warning parsing f.ign: unused key: $.ignition.bogus",
         "Warning parsing f.ign: unused key: $.passwd.users[0].shouldExist",

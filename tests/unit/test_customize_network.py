@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 from pathlib import Path
@@ -200,23 +199,24 @@ def test_missing_backend_names_what_to_install(tmp_path: Path) -> None:
 
 @needs_libnm
 @needs_libnmstate
-def test_nmstate_in_build_and_duplicates(tmp_path: Path) -> None:
+def test_nmstate_in_build_and_duplicates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = tmp_path / "s.yaml"
     state.write_bytes(STATE)
     features = Features(live_initrd_network=True)
-    err = io.StringIO()
-    result = b.build(b.Options(network_nmstate=[str(state)]), features, profiles.COREOS, "pxe", err)
+    result = b.build(b.Options(network_nmstate=[str(state)]), features, profiles.COREOS, "pxe")
     assert sorted(result.members) == [
         "etc/coreos-firstboot-network/bond0.nmconnection",
         "etc/coreos-firstboot-network/eth1.nmconnection",
         "etc/coreos-firstboot-network/eth2.nmconnection",
     ]
-    assert result.live_config is None and err.getvalue() == ""
+    assert result.live_config is None and capsys.readouterr().err == ""
     clash = tmp_path / "eth1.nmconnection"
     clash.write_bytes(b"[connection]\nid=eth1\ntype=ethernet\n")
     opts = b.Options(network_keyfile=[str(clash)], network_nmstate=[str(state)])
     with pytest.raises(NestosError) as exc:
-        b.build(opts, features, profiles.NESTOS, "iso", err)
+        b.build(opts, features, profiles.NESTOS, "iso")
     assert format_chain(exc.value) == (
         "Error: config already specifies keyfile etc/nestos-firstboot-network/eth1.nmconnection"
     )

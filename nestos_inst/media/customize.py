@@ -14,16 +14,17 @@ already customized.
 from __future__ import annotations
 
 import os
-import sys
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from .. import profile as profiles
+from ..customize.build import NO_LIVE_KARGS, Options, Result, build
 from ..errors import NestosError, context
 from ..formats import isoedit
 from ..formats.embed import CONFIG_MEMBER, Features, IsoConfig
 from ..formats.initrd import read_initrd_stream, write_initrd
 from ..formats.kargs import modify_kargs
-from .build import NO_LIVE_KARGS, Options, Result, build
+from ..report import say
+from .iso import Target, modify_iso
 
 ALREADY_ISO = "This ISO image is already customized; use -f to force."
 ALREADY_PXE = "input is already customized"
@@ -41,8 +42,19 @@ def iso_is_customized(iso: IsoConfig) -> bool:
     return iso.kargs is not None and iso.kargs.current != iso.kargs.default
 
 
-def customize_iso(iso: IsoConfig, opts: Options, force: bool, err: TextIO | None = None) -> Result:
-    """Edit the ISO's areas in memory (the caller writes them in the chosen mode)."""
+def customize_iso(path: str, target: Target, opts: Options, *, force: bool) -> Result:
+    """Customize the ISO at `path`, written in the mode `target` selects (media.iso)."""
+    results: list[Result] = []
+
+    def edit(iso: IsoConfig) -> None:
+        results.append(customize_iso_areas(iso, opts, force=force))
+
+    modify_iso(path, target, edit)
+    return results[0]
+
+
+def customize_iso_areas(iso: IsoConfig, opts: Options, *, force: bool) -> Result:
+    """Edit the ISO's areas in memory (nothing is written here)."""
     if not force and iso_is_customized(iso):
         raise NestosError(ALREADY_ISO)
     new_kargs = None
@@ -55,7 +67,7 @@ def customize_iso(iso: IsoConfig, opts: Options, force: bool, err: TextIO | None
             append=opts.live_karg_append,
             replace=opts.live_karg_replace,
         )
-    result = build(opts, iso.features(), iso.profile, "iso", err)
+    result = build(opts, iso.features(), iso.profile, "iso")
     iso.set_members(result.members)
     if new_kargs is not None:
         assert iso.kargs is not None
@@ -86,30 +98,25 @@ def inspect_initramfs(f: BinaryIO) -> tuple[profiles.Profile, Features]:
     return profile, (Features() if raw is None else Features.parse(raw))
 
 
-def customize_pxe(
-    path: str, output: str, opts: Options, out: BinaryIO | None = None, err: TextIO | None = None
-) -> Result:
-    """Write INITRAMFS + archive to `output` (a new file) or to `out` for `-`."""
-    errs = err or sys.stderr
-    if output != "-":
-        refuse_existing_output(output)
+def customize_pxe(path: str, target: str | int, opts: Options) -> Result:
+    """Write INITRAMFS + archive to the new file `target`, or stream it to the
+    descriptor `target`."""
+    if isinstance(target, str):
+        refuse_existing_output(target)
     with context(f"opening {path}"):
         f = open(path, "rb")  # noqa: SIM115 - closed below
     with f:
         with context(f"reading initrd {path}"):
             profile, features = inspect_initramfs(f)
-        result = build(opts, features, profile, "pxe", errs)
+        result = build(opts, features, profile, "pxe")
         archive = write_initrd(result.members)
         if CONFIG_MEMBER in result.members:
-            errs.write(PXE_KARGS + "\n")
-            errs.flush()
+            say(PXE_KARGS)
         fd = f.fileno()
-        if output == "-":
-            assert out is not None
-            out.flush()
-            isoedit.write_stream(fd, (), out.fileno(), append=archive)
+        if isinstance(target, int):
+            isoedit.write_stream(fd, (), target, append=archive)
         else:
-            isoedit.write_copy(fd, (), output, profile.temp_prefix, append=archive)
+            isoedit.write_copy(fd, (), target, profile.temp_prefix, append=archive)
     return result
 
 
