@@ -26,6 +26,7 @@ from ..errors import NestosError
 from ..formats.embed import CONFIG_MEMBER, Features
 from ..install.config import load_config_file, merge_layers, validate_layer
 from ..install.console import ConsoleError, console_hint, parse_console
+from ..io import files
 from ..profile import Profile
 from ..report import say
 from . import ignition, keyfile, nmstate
@@ -34,9 +35,16 @@ TOOL = "nestos-installer"
 HOOK_DIR = "/usr/local/bin"
 HOOK_MODE = 0o700
 SECRET_MODE = 0o600
-# Inputs end up inside a 256 KiB ISO area or a PXE initrd; refuse anything absurd
-# before reading it into memory.
-MAX_INPUT = 64 << 20
+# Inputs end up inside a 256 KiB ISO area or a PXE initrd; each kind is read with the
+# bound the rest of the program uses for it (io.files), scripts like Ignition configs.
+LIMITS = {
+    "Ignition config": files.IGNITION_LIMIT,
+    "keyfile": files.KEYFILE_LIMIT,
+    "CA certificate": files.KEYRING_LIMIT,
+    "installer config": files.CONFIG_FILE_LIMIT,
+    "pre-install script": files.IGNITION_LIMIT,
+    "post-install script": files.IGNITION_LIMIT,
+}
 # Characters systemd accepts in a unit name (no templates: a hook is a plain unit).
 _UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.\-]+")
 
@@ -85,16 +93,7 @@ class Result:
 
 def read_input(path: str, what: str) -> bytes:
     """A whole input file, bounded; errors name the file and what it was for."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_INPUT + 1)
-    except OSError as exc:
-        raise NestosError(f"reading {what} {path}") from exc
-    if len(data) > MAX_INPUT:
-        raise NestosError(f"reading {what} {path}") from NestosError(
-            f"larger than {MAX_INPUT >> 20} MiB"
-        )
-    return data
+    return files.read_limited(path, LIMITS[what], message=f"reading {what} {path}")
 
 
 def base_name(path: str, what: str) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from ..errors import NestosError
+from ..io import files
 from .keyfile import libnm
 
 INSTALL_HINT = (
@@ -43,7 +44,6 @@ INSTALL_HINT = (
     "or python3-gi, gir1.2-nm-1.0 and the Python nmstate 2.0.0 "
     "(pip install --no-deps nmstate==2.0.0)"
 )
-_MAX_STATE = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,7 @@ class Backend:
 
 def load_state(path: str) -> dict[str, Any]:
     """The nmstate YAML/JSON document at `path` (JSON is read as the YAML it is)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_STATE + 1)
-    except OSError as exc:
-        raise NestosError(f"opening nmstate file {path}") from exc
-    if len(raw) > _MAX_STATE:
-        raise NestosError(f"parsing nmstate file {path}") from NestosError("file too large")
+    raw = files.read_limited(path, files.METADATA_LIMIT, message=f"opening nmstate file {path}")
     try:
         state = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

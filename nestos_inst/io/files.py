@@ -79,9 +79,14 @@ def read_limited(
     shown = os.fspath(path)
     with _reading(message or f"opening {shown}"):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _reading(message or f"reading {shown}"):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):  # before fdopen, which refuses it itself
+                raise IsADirectoryError(21, os.strerror(21))
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb", buffering=0) as f, _reading(message or f"reading {shown}"):
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise IsADirectoryError(21, os.strerror(21))
         return read_stream_limited(f, limit, shown)
 
 

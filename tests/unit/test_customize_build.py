@@ -383,9 +383,11 @@ def test_combined_installer_config_is_checked(f: Inputs) -> None:
     assert "cannot be used multiple times" in text
 
 
-def test_inputs_too_large_are_refused(f: Inputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(b, "MAX_INPUT", 10)
-    fails(b.Options(pre_install=[f("p", "#!/bin/sh\n" * 3)]), "larger than")
+def test_inputs_too_large_are_refused(f: Inputs) -> None:
+    big = f("big.nmconnection", b"#" * (1024 * 1024 + 1))
+    text = fails(b.Options(network_keyfile=[big]), f"reading keyfile {big}")
+    assert "larger than the limit of 1 MiB" in text
+    fails(b.Options(pre_install=[str(f.root)]), "reading pre-install script")
 
 
 def _ca(tmp_path: Path) -> bytes:
