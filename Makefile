@@ -18,7 +18,7 @@ APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyu
 NMSTATE_PIP := nmstate==2.0.0
 E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod
 
-.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench install clean
+.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench fuzz install clean
 
 all: test
 
@@ -73,6 +73,16 @@ e2e: venv e2e-deps
 
 bench: venv
 	$(VPY) -m bench
+
+# Fuzz every parser of untrusted bytes (not part of `test`; docs/fuzzing.md).
+# FUZZ_COUNT inputs per target, under a FUZZ_MEM MiB address-space cap.
+FUZZ_COUNT ?= 100000
+FUZZ_MEM ?= 2048
+FUZZ_TARGETS ?=
+fuzz: venv
+	mkdir -p build
+	$(VPY) -m tests.fuzz --count $(FUZZ_COUNT) --mem $(FUZZ_MEM) \
+		--report build/fuzz-report.jsonl $(FUZZ_TARGETS)
 
 # Package + service mode files in the standard places, as a distribution package would.
 UNITDIR := $(PREFIX)/lib/systemd/system

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import NestosError, flat_chain
-from ..formats.kargs import check_karg, check_platform, check_text
+from ..formats.kargs import check_karg, check_platform, check_text, shown
 from ..io.files import CONFIG_FILE_LIMIT, read_limited
 from ..options import (
     BY_FIELD,
@@ -300,8 +300,27 @@ def _render_validation(exc: ValidationError) -> NestosError:
     return NestosError("\n".join(lines))
 
 
+def _refuse_undecodable(layer: Mapping[str, Any]) -> None:
+    """Values from argv or /proc/cmdline may hold bytes that are not UTF-8 (Python
+    keeps them as lone surrogates); name the key instead of failing inside pydantic."""
+    for key, value in layer.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    name = _kebab(str(key))
+                    raise NestosError(
+                        f"invalid value for `{name}`: '{shown(item)}' is not valid UTF-8"
+                    ) from None
+
+
 def validate_layer(layer: Mapping[str, Any], origin: str) -> InstallConfig:
     """One layer alone (a file, the kernel command line, the CLI)."""
+    try:
+        _refuse_undecodable(layer)
+    except NestosError as exc:
+        raise NestosError(f"parsing {origin}") from exc
     try:
         return InstallConfig.model_validate(dict(layer))
     except ValidationError as exc:

@@ -56,7 +56,10 @@ def normalize_hash(text: str) -> str:
 
 def check_ignition_url(url: str, *, has_hash: bool, insecure: bool) -> None:
     """§7.1.4: http needs a digest or --insecure-ignition; only http(s) allowed."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for a stray "["
+        raise NestosError(f"invalid URL '{url}'") from exc
     if scheme == "http":
         if not (has_hash or insecure):
             raise NestosError(

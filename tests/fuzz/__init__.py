@@ -1,0 +1,1 @@
+"""Fuzzers for every parser of untrusted bytes (`make fuzz`; see docs/fuzzing.md)."""
