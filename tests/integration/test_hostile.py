@@ -555,3 +555,14 @@ def test_regions_inside_descriptors_refused_by_isoedit(tmp_path: Path) -> None:
         os.close(fd)
     assert sha(iso) == before
     assert not (tmp_path / "o.iso").exists()
+
+
+def test_non_utf8_install_values(tmp_path: Path) -> None:
+    """argv (or /proc/cmdline) bytes that are not UTF-8 are named, not a traceback."""
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"\x5a" * 4096)
+    bad = os.fsdecode(b"https://example.com/\xff.raw.xz")
+    proc = fails(run_capped("install", "--image-url", bad, target), "is not valid UTF-8")
+    assert b"invalid value for `image-url`: 'https://example.com/\\xff.raw.xz'" in proc.stderr
+    fails(run_capped("install", "--append-karg", os.fsdecode(b"a\xfe"), target), "valid UTF-8")
+    assert target.read_bytes() == b"\x5a" * 4096
