@@ -16,9 +16,10 @@ APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyu
 # libnm through python3-gi/gir1.2-nm-1.0). Its declared `nispor` dependency has no
 # build for Debian or PyPI and is not used to generate keyfiles: hence --no-deps.
 NMSTATE_PIP := nmstate==2.0.0
-E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod
+E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod ipxe-qemu \
+	nginx-light ignition isolinux syslinux-common zstd e2fsprogs xorriso cpio
 
-.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e bench fuzz install clean
+.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e live-iso bench fuzz install clean
 
 all: test
 
@@ -68,8 +69,14 @@ test: venv
 demo: venv
 	$(VPY) -m tests.demo
 
+# The VM scenarios (docs/e2e-harness.md); writes build/e2e-report.json.
 e2e: venv e2e-deps
 	$(VPY) -m pytest -m e2e tests/e2e
+
+# Build (or reuse) the e2e live ISO and print a qemu command that boots it.
+# PORT: 127.0.0.1 port the guest's http://10.0.2.100/ reaches; PROFILE=coreos.
+live-iso: venv e2e-deps
+	$(VPY) -m tests.e2e.live $(if $(PORT),--port $(PORT)) $(if $(PROFILE),--profile $(PROFILE))
 
 bench: venv
 	$(VPY) -m bench

@@ -15,11 +15,12 @@ import json
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.vm import Kernel, boot, cpio_of, initramfs, kernel
+from tests.e2e.vm import Boot, Kernel, boot, cpio_of, initramfs, kernel
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
@@ -108,16 +109,26 @@ def boot_file(disk: Path, table: dict[str, object], path: str, workdir: Path) ->
     return proc.stdout.decode()
 
 
-def test_service_installs_then_fails_safely(
-    tmp_path: Path,
+@dataclass
+class ServiceRuns:
+    metal: MetalImage
+    runs: list[Path]
+    disks: list[Path]
+    boots: list[Boot]
+
+
+@pytest.fixture(scope="module")
+def service_runs(
+    tmp_path_factory: pytest.TempPathFactory,
     vm_kernel: Kernel,
     base_initrd: Path,
     metal: MetalImage,
     signing_key: SigningKey,
-) -> None:
-    # Three VMs at once (they are independent): a good install on a blank disk; a
-    # corrupted image on a disk that already holds the metal image's partition table;
-    # a good install with skip_reboot, which must end at a login shell, not a reboot.
+) -> ServiceRuns:
+    """Three VMs at once (they are independent): a good install on a blank disk; a
+    corrupted image on a disk that already holds the metal image's partition table; a
+    good install with skip_reboot, which must end at a login shell, not a reboot."""
+    tmp_path = tmp_path_factory.mktemp("service")
     runs = [tmp_path / f"run{i}" for i in (1, 2, 3)]
     disks = [r / "disk.img" for r in runs]
     for d, disk in zip(runs, disks, strict=True):
@@ -134,19 +145,28 @@ def test_service_installs_then_fails_safely(
     extra3 = payload(run3, metal, signing_key, corrupt=False)
     with ThreadPoolExecutor(3) as pool:
         f1 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=170
+            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=400
         )
         f2 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=170
+            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=400
         )
         f3 = pool.submit(
             boot, vm_kernel, [base_initrd, extra3], disk3,
-            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=170,
+            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=400,
             stop_on="Starting login shell",
         )  # fmt: skip
-        b1, b2, b3 = f1.result(), f2.result(), f3.result()
+        boots = [f1.result(), f2.result(), f3.result()]
+    return ServiceRuns(metal, runs, disks, boots)
 
-    # ---- VM 1: installed, then rebooted --------------------------------------------
+
+@pytest.mark.scenario("service-install")
+def test_service_installs_and_reboots(
+    service_runs: ServiceRuns, request: pytest.FixtureRequest
+) -> None:
+    """VM 1: installed, then rebooted."""
+    b1 = service_runs.boots[0]
+    request.node.user_properties.append(("scenario_seconds", b1.seconds))
+    run1, disk1, metal = service_runs.runs[0], service_runs.disks[0], service_runs.metal
     log = b1.log
     assert not b1.timed_out, log[-4000:]
     assert "Install complete." in log, log[-4000:]
@@ -167,7 +187,14 @@ def test_service_installs_then_fails_safely(
     firstboot = boot_file(disk1, table, "/ignition.firstboot", run1)
     assert "rd.neednet=1 ip=dhcp " in firstboot
 
-    # ---- VM 2: failure on the console, emergency.target, no reboot, table wiped ------
+
+@pytest.mark.scenario("service-bad-image")
+def test_service_bad_image_fails_safely(
+    service_runs: ServiceRuns, request: pytest.FixtureRequest
+) -> None:
+    """VM 2: failure on the console, emergency.target, no reboot, table wiped."""
+    b2 = service_runs.boots[1]
+    request.node.user_properties.append(("scenario_seconds", b2.seconds))
     log = b2.log
     assert not b2.timed_out, log[-4000:]
     assert "Error: install failed" in log, log[-4000:]
@@ -176,14 +203,21 @@ def test_service_installs_then_fails_safely(
     assert "Install complete." not in log
     assert "reboot: Restarting system" not in log
     assert "reboot: Power down" in log
-    wiped = partitions(disk2)
+    wiped = partitions(service_runs.disks[1])
     assert wiped.get("label") == "gpt"
     assert wiped.get("partitions", []) == []
 
-    # ---- VM 3: skip_reboot → installed, login shell on the console, no reboot --------
+
+@pytest.mark.scenario("service-skip-reboot")
+def test_service_skip_reboot_stops_at_shell(
+    service_runs: ServiceRuns, request: pytest.FixtureRequest
+) -> None:
+    """VM 3: skip_reboot -> installed, login shell on the console, no reboot."""
+    b3 = service_runs.boots[2]
+    request.node.user_properties.append(("scenario_seconds", b3.seconds))
     log = b3.log
     assert not b3.timed_out, log[-4000:]
     assert "Install complete." in log, log[-4000:]
     assert "NestOS install complete. Starting login shell" in log
     assert "reboot: Restarting system" not in log
-    assert partitions(disk3).get("label") == "gpt"
+    assert partitions(service_runs.disks[2]).get("label") == "gpt"

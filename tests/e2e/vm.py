@@ -13,15 +13,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("NESTOS_E2E_CACHE", "/var/tmp/nestos-e2e-cache"))
 KERNEL_META = "linux-image-amd64"
-DRIVERS = "virtio_pci virtio_blk ext4 crc32c_generic"
+HARNESS_DRACUT = REPO / "tests" / "e2e" / "dracut"
+# One dracut image serves as the install initramfs (test_service_vm: it installs from
+# inside the initramfs) and, unpacked, as the live root of the live media (live.py).
+DRIVERS = "virtio_pci virtio_blk virtio_net ext4 crc32c_generic"
 DRACUT_MODULES = (
-    "base systemd systemd-initrd systemd-modules-load dracut-systemd udev-rules nestos-installer"
+    "base systemd systemd-initrd systemd-modules-load systemd-journald dracut-systemd "
+    "udev-rules nestos-installer nestos-e2e-root"
 )
 
 
@@ -81,59 +86,79 @@ def _tree_digest(*roots: Path, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def initramfs(k: Kernel) -> Path:
-    """dracut initramfs with our module, rebuilt when the product's files change."""
-    key = _tree_digest(
-        REPO / "nestos_inst", REPO / "units", REPO / "dracut", REPO / "Makefile",
-        extra=f"{DRACUT_MODULES}|{DRIVERS}",
-    )  # fmt: skip
-    out = CACHE / f"initramfs-{k.version}-{key}.img"
+def _staged_install(tmp: Path) -> Path:
+    """`make install DESTDIR=` of this checkout: what a package would put on a system."""
+    stage = tmp / "stage"
+    _run(["make", "-s", "install", f"DESTDIR={stage}", "PREFIX=/usr"], cwd=REPO)
+    return stage
+
+
+def dracut_image(
+    k: Kernel,
+    name: str,
+    modules: str,
+    drivers: str,
+    *,
+    extra_moddirs: tuple[Path, ...] = (),
+    with_installer: bool = True,
+    compress: str = "--no-compress",
+) -> Path:
+    """A dracut image built into the cache, rebuilt when its inputs change.
+
+    `extra_moddirs` are dracut module directories (tests/e2e/dracut/*) added next to
+    Debian's; `with_installer` installs this checkout (`make install DESTDIR=`) and adds
+    its 50nestos-installer module. Never touches the host's /boot or /usr/lib/dracut.
+    """
+    roots = list(extra_moddirs)
+    if with_installer:
+        roots += [REPO / "nestos_inst", REPO / "units", REPO / "dracut", REPO / "Makefile"]
+    key = _tree_digest(*roots, extra=f"{name}|{modules}|{drivers}|{compress}|{k.version}")
+    out = CACHE / f"{name}-{k.version}-{key}.img"
     if out.exists():
         return out
-    for old in CACHE.glob("initramfs-*.img"):
+    for old in CACHE.glob(f"{name}-*.img"):
         old.unlink()
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        stage = Path(tmp) / "stage"
-        _run(["make", "-s", "install", f"DESTDIR={stage}", "PREFIX=/usr"], cwd=REPO)
         base = Path(tmp) / "dracut"
         shutil.copytree("/usr/lib/dracut", base, symlinks=True)
-        shutil.copytree(
-            stage / "usr/lib/dracut/modules.d/50nestos-installer",
-            base / "modules.d/50nestos-installer",
-        )
         env = dict(os.environ)
-        env.update(
-            dracutbasedir=str(base),
-            NESTOS_INSTALLER_PYTHON=sys.executable,
-            NESTOS_INSTALLER_SRCROOT=str(stage),
-            PYTHONPATH=str(stage / "usr/lib/python3/dist-packages"),
-        )
-        part = Path(tmp) / "initramfs.img"
+        env["dracutbasedir"] = str(base)
+        if with_installer:
+            stage = _staged_install(Path(tmp))
+            shutil.copytree(
+                stage / "usr/lib/dracut/modules.d/50nestos-installer",
+                base / "modules.d/50nestos-installer",
+            )
+            env.update(
+                NESTOS_INSTALLER_PYTHON=sys.executable,
+                NESTOS_INSTALLER_SRCROOT=str(stage),
+                PYTHONPATH=str(stage / "usr/lib/python3/dist-packages"),
+            )
+        for moddir in extra_moddirs:
+            shutil.copytree(moddir, base / "modules.d" / moddir.name)
+        part = Path(tmp) / "image.img"
         proc = _run(
             [
-                "dracut",
-                "--force",
-                "--verbose",
-                "--no-hostonly",
-                "--no-early-microcode",
-                "--no-compress",
-                "--kver",
-                k.version,
-                "--kmoddir",
-                str(k.moddir / k.version),
-                "-m",
-                DRACUT_MODULES,
-                "--add-drivers",
-                DRIVERS,
-                "--tmpdir",
-                tmp,
-                str(part),
+                "dracut", "--force", "--verbose", "--no-hostonly", "--no-early-microcode",
+                compress, "--kver", k.version, "--kmoddir", str(k.moddir / k.version),
+                "-m", modules, "--add-drivers", drivers, "--tmpdir", tmp, str(part),
             ],
             env=env,
-        )
-        (CACHE / "dracut.log").write_bytes(proc.stderr)
+        )  # fmt: skip
+        (CACHE / f"dracut-{name}.log").write_bytes(proc.stderr)
         part.rename(out)
     return out
+
+
+def initramfs(k: Kernel) -> Path:
+    """dracut install initramfs with our module, rebuilt when the product's files change."""
+    return dracut_image(
+        k,
+        "installer",
+        DRACUT_MODULES,
+        DRIVERS,
+        extra_moddirs=(HARNESS_DRACUT / "90nestos-e2e-root",),
+    )
 
 
 def cpio_of(root: Path, out: Path) -> Path:
@@ -156,6 +181,91 @@ class Boot:
     log: str
     returncode: int
     timed_out: bool
+    seconds: float = 0.0
+    # Host clock (seconds since QEMU started) at which each `marks` string first
+    # appeared on the serial console.
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+GUEST_SERVER = "10.0.2.100"  # exists only inside QEMU's user network
+
+
+def user_net(
+    port: int, *, tftp: Path | None = None, bootfile: str | None = None, nic: str = "n0"
+) -> list[str]:
+    """QEMU user networking with restrict=on: the guest can reach nothing but
+    http://10.0.2.100/ (port 80), which QEMU forwards, one relay process per guest
+    connection, to 127.0.0.1:`port` on the host. `tftp`/`bootfile` add QEMU's built-in
+    TFTP server for PXE. No other address is ever reachable."""
+    opts = [
+        f"user,id={nic},restrict=on",
+        f"guestfwd=tcp:{GUEST_SERVER}:80-cmd:{shutil.which('busybox') or '/bin/busybox'}"
+        f" nc 127.0.0.1 {port}",
+    ]
+    if tftp is not None:
+        opts.append(f"tftp={tftp}")
+    if bootfile is not None:
+        opts.append(f"bootfile={bootfile}")
+    return ["-netdev", ",".join(opts), "-device", f"virtio-net-pci,netdev={nic}"]
+
+
+def run_qemu(
+    args: list[str],
+    *,
+    workdir: Path,
+    timeout: float,
+    stop_on: str | None = None,
+    marks: tuple[str, ...] = (),
+    memory: int = 1024,
+    name: str = "console",
+) -> Boot:
+    """Run one TCG guest (`args` add media, disks, network) until it exits, `timeout`
+    passes, or `stop_on` appears on its serial console; returns the console log.
+
+    One vCPU each: VMs run side by side on a small host, and TCG threads beyond the
+    host's cores only slow every guest down (measured: 85 s vs 125 s). `-cpu max` has
+    RDRAND, so the guest's RNG is ready at once instead of after a minute.
+    """
+    log_path = workdir / f"{name}.log"
+    argv = [
+        "timeout", "--kill-after=5", str(int(timeout)),
+        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+        "-m", str(memory), "-no-reboot", "-nographic", "-monitor", "none",
+        "-serial", f"file:{log_path}", *args,
+    ]  # fmt: skip
+    start = time.monotonic()
+    seen: dict[str, float] = {}
+    watch = tuple(marks) + ((stop_on,) if stop_on else ())
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if not watch or not log_path.exists():
+                continue
+            text = log_path.read_text(errors="replace")
+            for m in watch:
+                if m not in seen and m in text:
+                    seen[m] = time.monotonic() - start
+            if stop_on and stop_on in seen:
+                proc.terminate()
+                proc.wait(timeout=30)
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    for m in watch:
+        if m not in seen and m in log:
+            seen[m] = time.monotonic() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    if err.strip():
+        log += f"\n[qemu stderr] {err.strip()}"
+    return Boot(log, proc.returncode, proc.returncode == 124, time.monotonic() - start, seen)
 
 
 def boot(
@@ -168,7 +278,7 @@ def boot(
     timeout: float = 150,
     stop_on: str | None = None,
 ) -> Boot:
-    """Boot under TCG; returns the serial log. Stops early when `stop_on` is logged.
+    """Boot a kernel + concatenated initrds with no network; returns the serial log.
 
     `no_timer_check`: on a loaded host the emulated IO-APIC timer check can fail and
     panic the guest before init; virtualized guests skip it routinely.
@@ -178,61 +288,10 @@ def boot(
         for part in initrd_parts:
             with part.open("rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
-    log_path = workdir / "console.log"
-    argv = [
-        "timeout",
-        "--kill-after=5",
-        str(int(timeout)),
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        # `max` has RDRAND: the guest's RNG is ready at once instead of after a minute.
-        "-cpu",
-        "max",
-        # One vCPU each: the VMs run side by side on a small host, and TCG threads
-        # beyond the host's cores only slow every guest down (measured: 85 s vs 125 s).
-        "-smp",
-        "1",
-        "-m",
-        "2048",
-        "-nic",
-        "none",
-        "-no-reboot",
-        "-nographic",
-        "-monitor",
-        "none",
-        "-serial",
-        f"file:{log_path}",
-        "-kernel",
-        str(k.vmlinuz),
-        "-initrd",
-        str(initrd),
-        "-append",
-        f"console=ttyS0 panic=-1 no_timer_check {cmdline}",
-        "-drive",
-        f"file={disk},format=raw,if=virtio",
-    ]
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    timed_out = False
-    try:
-        if stop_on is None:
-            proc.wait()
-        else:
-            import time
-
-            while proc.poll() is None:
-                time.sleep(1)
-                if log_path.exists() and stop_on in log_path.read_text(errors="replace"):
-                    proc.terminate()
-                    proc.wait(timeout=30)
-                    break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode == 124:
-        timed_out = True
-    log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return Boot(log, proc.returncode, timed_out)
+    args = [
+        "-nic", "none",
+        "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
+        "-append", f"console=ttyS0 panic=-1 no_timer_check {cmdline}",
+        "-drive", f"file={disk},format=raw,if=virtio",
+    ]  # fmt: skip
+    return run_qemu(args, workdir=workdir, timeout=timeout, stop_on=stop_on, memory=2048)

@@ -110,6 +110,15 @@ def test_systemd_analyze_verify_is_silent(sysroot: Path) -> None:
     assert proc.returncode == 0
 
 
+def test_installer_status_reaches_systemctl(staged: Path) -> None:
+    """A Type=oneshot service gets no sd_notify STATUS= unless NotifyAccess= allows it;
+    the VM journal scenario (tests/e2e) reads `systemctl status` back for real."""
+    unit = (staged / "usr/lib/systemd/system/nestos-installer.service").read_text()
+    service = unit.split("[Service]", 1)[1]
+    assert "Type=oneshot" in service.splitlines()
+    assert "NotifyAccess=main" in service.splitlines()
+
+
 def test_verify_catches_a_broken_unit(sysroot: Path) -> None:
     """Guard against a verify setup that would pass anything."""
     unit = sysroot / "usr/lib/systemd/system/nestos-installer.service"
