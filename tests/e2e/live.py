@@ -200,6 +200,8 @@ def build_live_iso(k: Kernel, profile: profiles.Profile = profiles.NESTOS) -> Li
         shutil.copyfile(k.vmlinuz, pxe / "vmlinuz")
         with (pxe / "initrd.img").open("wb") as f:
             f.write(initrd.read_bytes())
+            # The kernel looks for the next archive's cpio magic at 4-byte alignment.
+            f.write(bytes(-f.tell() % 4))
             f.write(brand_cpio(profile, Path(tmp) / "brand.cpio").read_bytes())
         shutil.copyfile(rootfs, pxe / "rootfs.img")
         (root / "images/ignition.img").write_bytes(bytes(IGNITION_AREA))

@@ -358,7 +358,8 @@ def bad_signature(env: Env) -> None:
     failed = [r for r in recs if r.get("NESTOS_INSTALLER_STAGE") == "failed"]
     assert failed, recs
     assert failed[-1]["PRIORITY"] == "3"
-    assert "signature" in failed[-1]["MESSAGE"].lower(), failed[-1]
+    message = failed[-1]["MESSAGE"].lower()
+    assert "gpg verification failure" in message or "signature" in message, failed[-1]
     wiped = partitions(disk)
     assert wiped.get("label") == "gpt"
     assert wiped.get("partitions", []) == []
@@ -375,7 +376,7 @@ def disk_eio(env: Env) -> None:
     conf = w / "blkdebug.conf"
     mid = env.metal.size // 2 // 512
     conf.write_text(
-        f'[inject-error]\nevent = "pwritev"\nerrno = "5"\nsector = "{mid}"\nonce = "on"\n'
+        f'[inject-error]\nevent = "write_aio"\nerrno = "5"\nsector = "{mid}"\nonce = "on"\n'
     )
     disk_args = ["-drive", f"file=blkdebug:{conf}:{disk},format=raw,if=virtio"]
     kargs = (

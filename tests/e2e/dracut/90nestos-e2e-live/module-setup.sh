@@ -17,6 +17,7 @@ install() {
     # Debian's ignition package ships the binary inside its own dracut module dir.
     inst_simple /usr/lib/dracut/modules.d/30ignition/ignition /usr/bin/ignition
     inst_multiple mount umount losetup modprobe mkdir cat sed ln rm sh cp chmod
+    inst_script "$moddir/setfiles" /usr/sbin/setfiles
     inst_script "$moddir/nestos-e2e-live-root" /usr/bin/nestos-e2e-live-root
     inst_script "$moddir/nestos-e2e-live-ignition" /usr/bin/nestos-e2e-live-ignition
     inst_simple "$moddir/nestos-e2e-live-root.service" \
