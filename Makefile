@@ -110,8 +110,9 @@ install:
 		dracut/50nestos-installer/python-files.py $(DESTDIR)$(DRACUTDIR)/
 	install -m 644 docs/service-mode.md docs/customize.md \
 		$(DESTDIR)$(PREFIX)/share/doc/nestos-installer/
-	if [ -f data/example-config.yaml ]; then install -m 644 data/example-config.yaml \
-		$(DESTDIR)$(PREFIX)/share/nestos-installer/example-config.yaml; fi
+	# Generated from the options table (`pack example-config`; a test keeps it in sync).
+	install -m 644 data/example-config.yaml \
+		$(DESTDIR)$(PREFIX)/share/nestos-installer/example-config.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

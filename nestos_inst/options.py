@@ -1,18 +1,36 @@
-"""The one declarative table of `install` options.
+"""The `install` options, each declared exactly once.
 
-Every install option is described exactly once here: its CLI flag and short form, its
-config-file (YAML) key, the pydantic field it fills, its help text, its kind and its
-default. argparse, the config-file parser, the `Running with arguments:` line, the
-example config and the docs are all generated from this table, so they cannot drift.
-Order = upstream's struct order (compat-spec §7.9), which fixes serialization order.
+One field of InstallConfig per option: its type, its default, and an `Opt` carrying the
+CLI flag and short form, help text, metavar, value type, exclusive group, kernel
+argument and example. Everything else is derived from these declarations: argparse
+(nestos_inst.cli.install), pydantic validation (this model), the YAML keys of config
+files, the service's kernel-argument names (nestos_inst.service.cmdline), the
+`Running with arguments:` line, the example config (`pack example-config`) and the
+option list in docs/install.md. Field order is upstream's struct order
+(docs/compat.md#install-config-files), which fixes serialization order.
+
+Each value type has one parser (ValueType.parse), used for command-line text, YAML
+scalars and kernel arguments alike; the model keeps the parsed value (an IgnitionHash,
+Console objects, a retry count), so nothing downstream parses a validated string again.
 """
 
 from __future__ import annotations
 
+import itertools
 import platform as _platform
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core.core_schema import ValidationInfo
+
+from .errors import NestosError, flat_chain
+from .formats.kargs import check_karg, check_platform, check_text
+from .install.console import Console, parse_console
+from .install.ignition import IgnitionHash
+from .net.retries import INFINITE, FetchRetries, parse_fetch_retries
 
 Kind = Literal["single", "list", "flag", "positional"]
 
@@ -24,23 +42,93 @@ def default_architecture() -> str:
     return _platform.machine() or "x86_64"
 
 
-@dataclass(frozen=True)
-class Option:
-    """One install option; `field` is the pydantic field name, `key` the YAML key."""
+# ---- value types: one parser each ------------------------------------------------------
 
-    field: str
+
+def check_url(url: str) -> str:
+    """Reject strings that are not absolute URLs, as upstream's URL type does."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(f"invalid URL '{url}': relative URL without a base")
+    if parts.scheme in ("http", "https") and not parts.path:
+        return urllib.parse.urlunsplit(parts._replace(path="/"))
+    return url
+
+
+@dataclass(frozen=True)
+class ValueType:
+    """How text becomes a value: `parse` raises ValueError or NestosError with the
+    user-facing reason; `typed` is the class of parsed values (passed through as is).
+
+    `usage_error`: a bad value on the command line is a usage error (exit 2, reported
+    by the argument parser, as upstream's value parsers do); otherwise it is found
+    while the merged configuration is validated (exit 1, `Error: ...`).
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    typed: type = str
+    usage_error: bool = True
+
+
+def _text(v: str) -> str:
+    return v
+
+
+def _checked(check: Callable[[str], None]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        check(text)
+        return text
+
+    return parse
+
+
+def _firstboot(text: str) -> None:
+    check_text(text, "first-boot kernel arguments")
+
+
+TEXT = ValueType("text", _text)
+PLATFORM = ValueType("platform", _checked(check_platform), usage_error=False)
+KARG = ValueType("karg", _checked(check_karg), usage_error=False)
+KARGS_TEXT = ValueType("kargs", _checked(_firstboot), usage_error=False)
+URL = ValueType("url", check_url)
+DIGEST = ValueType("digest", IgnitionHash.parse, IgnitionHash)
+CONSOLE = ValueType("console", parse_console, Console)
+RETRIES = ValueType("retries", parse_fetch_retries)
+
+
+def parse_value(vtype: ValueType, text: str) -> Any:
+    """One value through its type's parser; failures become ValueError(one line)."""
+    try:
+        return vtype.parse(text)
+    except NestosError as exc:
+        raise ValueError(flat_chain(exc)) from None
+
+
+# ---- the declaration record ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opt:
+    """What the model's type and default do not say about an option.
+
+    `field` and `default` are filled in from the model field the Opt annotates.
+    """
+
     kind: Kind
     help: str
+    value: ValueType = TEXT
     short: str | None = None
     metavar: str | None = None
-    default: Any = None
     in_config: bool = True  # accepted as a config-file key
     hidden: bool = False  # accepted on the CLI but not shown in --help
     advanced: bool = False  # listed under "Advanced Options"
-    comma_split: bool = False  # list values may be comma-separated
+    group: str | None = None  # options of one group exclude each other
+    karg: str | None = None  # `<prefix>.<karg>` sets it in service mode
     aliases: tuple[str, ...] = ()  # extra hidden long flags
     example: Any = None  # value used in the generated example config
-    cli: bool = True  # has a CLI flag (False: only reachable through merge layers)
+    field: str = ""
+    default: Any = None
 
     @property
     def key(self) -> str:
@@ -51,246 +139,394 @@ class Option:
         return "--" + self.key
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "stream",
-        "single",
-        "Stream to install the image from (e.g. stable)",
-        short="-s",
-        metavar="NAME",
-        example="stable",
-    ),
-    Option(
-        "image_url",
-        "single",
-        "Manually specify the image URL",
-        short="-u",
-        metavar="URL",
-        example="https://example.com/nestos-metal.raw.xz",
-    ),
-    Option(
-        "image_file",
-        "single",
-        "Manually specify a local image file",
-        short="-f",
-        metavar="PATH",
-        example="/run/media/iso/image.raw.xz",
-    ),
-    Option(
-        "ignition_file",
-        "single",
-        "Embed an Ignition config from a file",
-        short="-i",
-        metavar="PATH",
-        aliases=("--ignition",),
-        example="/path/to/config.ign",
-    ),
-    Option(
-        "ignition_url",
-        "single",
-        "Embed an Ignition config from a URL",
-        short="-I",
-        metavar="URL",
-        example="https://example.com/config.ign",
-    ),
-    Option(
-        "ignition_hash",
-        "single",
-        "Digest (type-value) of the Ignition config (sha256 or sha512)",
-        metavar="DIGEST",
-        example="sha512-" + "0" * 128,
-    ),
-    Option(
-        "architecture",
-        "single",
-        "Target CPU architecture",
-        short="-a",
-        metavar="NAME",
-        default=None,  # resolved at run time: uname -m
-        example="x86_64",
-    ),
-    Option(
-        "platform",
-        "single",
-        "Override the Ignition platform ID",
-        short="-p",
-        metavar="NAME",
-        example="qemu",
-    ),
-    Option(
-        "console",
-        "list",
-        "Kernel and bootloader console (e.g. ttyS0,115200n8)",
-        metavar="SPEC",
-        example=["tty0", "ttyS0,115200n8"],
-    ),
-    Option(
-        "firstboot_args",
-        "single",
-        "Additional first-boot kernel arguments",
-        metavar="ARGS",
-        in_config=False,
-        hidden=True,
-    ),
-    Option(
-        "append_karg",
-        "list",
-        "Append default kernel arg",
-        metavar="ARG",
-        example=["nosmt"],
-    ),
-    Option(
-        "delete_karg",
-        "list",
-        "Delete default kernel arg",
-        metavar="ARG",
-        example=["mitigations=auto,nosmt"],
-    ),
-    Option(
-        "copy_network",
-        "flag",
-        "Copy network config from install environment",
-        short="-n",
-        default=False,
-        example=True,
-    ),
-    Option(
-        "network_dir",
-        "single",
-        f"Source directory for --copy-network [default: {DEFAULT_NETWORK_DIR}]",
-        metavar="PATH",
-        default=DEFAULT_NETWORK_DIR,
-        example="/etc/NetworkManager/system-connections/",
-    ),
-    Option(
-        "save_partlabel",
-        "list",
-        "Save partitions with this label glob",
-        metavar="LABEL",
-        comma_split=True,
-        example=["data*"],
-    ),
-    Option(
-        "save_partindex",
-        "list",
-        "Save partitions with this number or range",
-        metavar="ID",
-        comma_split=True,
-        example=["5-"],
-    ),
-    Option(
-        "offline",
-        "flag",
-        "Force offline installation",
-        default=False,
-        advanced=True,
-        example=True,
-    ),
-    Option(
-        "insecure",
-        "flag",
-        "Allow unsigned image",
-        default=False,
-        advanced=True,
-        example=True,
-    ),
-    Option(
-        "insecure_ignition",
-        "flag",
-        "Allow Ignition URL without HTTPS or hash",
-        default=False,
-        advanced=True,
-        example=True,
-    ),
-    Option(
-        "stream_base_url",
-        "single",
-        "Base URL for stream metadata",
-        metavar="URL",
-        advanced=True,
-        example="https://nestos.org.cn/NestOS-release/streams/",
-    ),
-    Option(
-        "preserve_on_error",
-        "flag",
-        "Don't clear partition table on error",
-        default=False,
-        advanced=True,
-        example=True,
-    ),
-    Option(
-        "fetch_retries",
-        "single",
-        'Fetch retries, or string "infinite"',
-        metavar="N",
-        default=0,
-        advanced=True,
-        example=3,
-    ),
-    Option(
-        "secure_ipl",
-        "flag",
-        "Enable IBM Secure IPL (s390x)",
-        default=False,
-        advanced=True,
-        example=True,
-    ),
+Option = Opt  # the name the rest of the code base uses for one table row
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class InstallConfig(BaseModel):
+    """Everything `install` needs, validated and normalized; immutable once built.
+
+    The fields below are the options table: add an option here and it appears on the
+    command line, in config files, in the example config and in the docs.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=_kebab,
+        arbitrary_types_allowed=True,
+    )
+
+    stream: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Stream to install the image from (e.g. stable)",
+            short="-s",
+            metavar="NAME",
+            group="source",
+            karg="stream",
+            example="stable",
+        ),
+    ] = None
+    image_url: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Manually specify the image URL",
+            value=URL,
+            short="-u",
+            metavar="URL",
+            group="source",
+            karg="image_url",
+            example="https://example.com/nestos-metal.raw.xz",
+        ),
+    ] = None
+    image_file: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Manually specify a local image file",
+            short="-f",
+            metavar="PATH",
+            group="source",
+            example="/run/media/iso/image.raw.xz",
+        ),
+    ] = None
+    ignition_file: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Embed an Ignition config from a file",
+            short="-i",
+            metavar="PATH",
+            group="ignition",
+            aliases=("--ignition",),
+            example="/path/to/config.ign",
+        ),
+    ] = None
+    ignition_url: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Embed an Ignition config from a URL",
+            value=URL,
+            short="-I",
+            metavar="URL",
+            group="ignition",
+            example="https://example.com/config.ign",
+        ),
+    ] = None
+    ignition_hash: Annotated[
+        IgnitionHash | None,
+        Opt(
+            "single",
+            "Digest (type-value) of the Ignition config (sha256 or sha512)",
+            value=DIGEST,
+            metavar="DIGEST",
+            example="sha512-" + "0" * 128,
+        ),
+    ] = None
+    architecture: Annotated[
+        str | None,
+        Opt(  # None: resolved at run time (uname -m)
+            "single",
+            "Target CPU architecture",
+            short="-a",
+            metavar="NAME",
+            example="x86_64",
+        ),
+    ] = None
+    platform: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Override the Ignition platform ID",
+            value=PLATFORM,
+            short="-p",
+            metavar="NAME",
+            karg="platform_id",
+            example="qemu",
+        ),
+    ] = None
+    console: Annotated[
+        tuple[Console, ...],
+        Opt(
+            "list",
+            "Kernel and bootloader console (e.g. ttyS0,115200n8)",
+            value=CONSOLE,
+            metavar="SPEC",
+            example=["tty0", "ttyS0,115200n8"],
+        ),
+    ] = ()
+    firstboot_args: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Additional first-boot kernel arguments",
+            value=KARGS_TEXT,
+            metavar="ARGS",
+            in_config=False,
+            hidden=True,
+        ),
+    ] = None
+    append_karg: Annotated[
+        tuple[str, ...],
+        Opt("list", "Append default kernel arg", value=KARG, metavar="ARG", example=["nosmt"]),
+    ] = ()
+    delete_karg: Annotated[
+        tuple[str, ...],
+        Opt(
+            "list",
+            "Delete default kernel arg",
+            value=KARG,
+            metavar="ARG",
+            example=["mitigations=auto,nosmt"],
+        ),
+    ] = ()
+    copy_network: Annotated[
+        bool,
+        Opt("flag", "Copy network config from install environment", short="-n", example=True),
+    ] = False
+    network_dir: Annotated[
+        str,
+        Opt(
+            "single",
+            f"Source directory for --copy-network [default: {DEFAULT_NETWORK_DIR}]",
+            metavar="PATH",
+            example=DEFAULT_NETWORK_DIR,
+        ),
+    ] = DEFAULT_NETWORK_DIR
+    save_partlabel: Annotated[
+        tuple[str, ...],
+        Opt(
+            "list",
+            "Save partitions with this label glob",
+            metavar="LABEL",
+            karg="save_partlabel",
+            example=["data*"],
+        ),
+    ] = ()
+    save_partindex: Annotated[
+        tuple[str, ...],
+        Opt(
+            "list",
+            "Save partitions with this number or range",
+            metavar="ID",
+            karg="save_partindex",
+            example=["5-"],
+        ),
+    ] = ()
+    offline: Annotated[
+        bool, Opt("flag", "Force offline installation", advanced=True, example=True)
+    ] = False
+    insecure: Annotated[bool, Opt("flag", "Allow unsigned image", advanced=True, example=True)] = (
+        False
+    )
+    insecure_ignition: Annotated[
+        bool,
+        Opt("flag", "Allow Ignition URL without HTTPS or hash", advanced=True, example=True),
+    ] = False
+    stream_base_url: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "Base URL for stream metadata",
+            value=URL,
+            metavar="URL",
+            advanced=True,
+            example="https://nestos.org.cn/NestOS-release/streams/",
+        ),
+    ] = None
+    preserve_on_error: Annotated[
+        bool,
+        Opt("flag", "Don't clear partition table on error", advanced=True, example=True),
+    ] = False
+    fetch_retries: Annotated[
+        FetchRetries,
+        Opt(
+            "single",
+            'Fetch retries, or string "infinite"',
+            value=RETRIES,
+            metavar="N",
+            advanced=True,
+            example=3,
+        ),
+    ] = 0
+    secure_ipl: Annotated[
+        bool, Opt("flag", "Enable IBM Secure IPL (s390x)", advanced=True, example=True)
+    ] = False
     # --- beyond upstream ---------------------------------------------------------
-    Option(
-        "keyring",
-        "list",
-        "Also trust the armored public keys in this file",
-        metavar="FILE",
-        advanced=True,
-        example=["/etc/nestos/keys/distributor.asc"],
-    ),
-    Option(
-        "dry_run",
-        "flag",
-        "Print the install plan and write nothing",
-        default=False,
-        in_config=False,
-        advanced=True,
-    ),
-    Option(
-        "osmet_dir",
-        "list",
-        "Look for osmet files in this directory",
-        metavar="DIR",
-        in_config=False,
-        hidden=True,
-    ),
-    Option(
-        "ostree_repo",
-        "single",
-        "OSTree repository holding osmet objects",
-        metavar="DIR",
-        in_config=False,
-        hidden=True,
-    ),
-    Option(
-        "dest_device",
-        "positional",
-        "Destination device (a block device, or a regular file to build a disk image)",
-        metavar="DEST_DEVICE",
-        example="/dev/vda",
-    ),
-)
+    keyring: Annotated[
+        tuple[str, ...],
+        Opt(
+            "list",
+            "Also trust the armored public keys in this file",
+            metavar="FILE",
+            advanced=True,
+            example=["/etc/nestos/keys/distributor.asc"],
+        ),
+    ] = ()
+    dry_run: Annotated[
+        bool,
+        Opt("flag", "Print the install plan and write nothing", in_config=False, advanced=True),
+    ] = False
+    osmet_dir: Annotated[
+        tuple[str, ...],
+        Opt(
+            "list",
+            "Look for osmet files in this directory",
+            metavar="DIR",
+            in_config=False,
+            hidden=True,
+        ),
+    ] = ()
+    ostree_repo: Annotated[
+        str | None,
+        Opt(
+            "single",
+            "OSTree repository holding osmet objects",
+            metavar="DIR",
+            in_config=False,
+            hidden=True,
+        ),
+    ] = None
+    dest_device: Annotated[
+        str | None,
+        Opt(
+            "positional",
+            "Destination device (a block device, or a regular file to build a disk image)",
+            metavar="DEST_DEVICE",
+            example="/dev/vda",
+        ),
+    ] = None
 
-BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
-BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+    # --- one validator for every field, driven by the field's Opt -------------------
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _coerce(cls, v: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        opt = BY_FIELD[info.field_name]
+        if opt.kind == "flag":
+            if not isinstance(v, bool):
+                raise ValueError("expected a boolean (true/false)")
+            return v
+        if opt.kind == "list":
+            if isinstance(v, str | bytes) or not isinstance(v, list | tuple):
+                raise ValueError("expected a list of strings")
+            return tuple(_scalar(opt, item, "expected a list of strings") for item in v)
+        if v is None or isinstance(v, list | dict | tuple):
+            return v  # None: unset; containers: pydantic's own type error
+        return _scalar(opt, v, "expected a string, found a boolean")
+
+    # --- derived values ---------------------------------------------------------
+
+    @property
+    def effective_architecture(self) -> str:
+        return self.architecture or default_architecture()
+
+    @property
+    def retries(self) -> int | None:
+        """--fetch-retries as the network layer counts it: None means no limit."""
+        return None if self.fetch_retries == INFINITE else int(self.fetch_retries)
+
+    def to_args(self) -> list[str]:
+        """The argv upstream would rebuild from this config (its serialization)."""
+        args: list[str] = []
+        tail: list[str] = []
+        for opt in OPTIONS:
+            value = getattr(self, opt.field)
+            out = tail if opt.field == "firstboot_args" else args
+            if opt.kind == "flag":
+                if value:
+                    out.append(opt.flag)
+            elif opt.kind == "list":
+                for item in value:
+                    out += [opt.flag, str(item)]
+            elif opt.kind == "positional":
+                if value is not None:
+                    out.append(value)
+            elif value is not None and not is_default(opt, value):
+                out += [opt.flag, str(value)]
+        return args + tail
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """Only non-default config-file keys, in struct order (for example configs)."""
+        out: dict[str, Any] = {}
+        for opt in OPTIONS:
+            if not opt.in_config:
+                continue
+            value = getattr(self, opt.field)
+            if opt.kind == "flag":
+                if value:
+                    out[opt.key] = True
+            elif opt.kind == "list":
+                if value:
+                    out[opt.key] = [str(v) for v in value]
+            elif value is not None and not is_default(opt, value):
+                out[opt.key] = value if isinstance(value, str | int) else str(value)
+        return out
+
+
+def _scalar(opt: Opt, v: Any, bad: str) -> Any:
+    """A YAML scalar, CLI text or already-parsed value, through the option's parser."""
+    if isinstance(v, bool) or v is None or isinstance(v, list | dict | tuple):
+        raise ValueError(bad)
+    if isinstance(v, int | float):
+        v = str(v)
+    if isinstance(v, str):
+        return parse_value(opt.value, v)
+    return v  # parsed already (the command line, a merged layer) or left to pydantic
+
+
+def _table() -> tuple[Opt, ...]:
+    out = []
+    for name, info in InstallConfig.model_fields.items():
+        opt = next(m for m in info.metadata if isinstance(m, Opt))
+        out.append(replace(opt, field=name, default=info.default))
+    return tuple(out)
+
+
+OPTIONS: tuple[Opt, ...] = _table()
+BY_FIELD: dict[str, Opt] = {o.field: o for o in OPTIONS}
+BY_KEY: dict[str, Opt] = {o.key: o for o in OPTIONS}
 CONFIG_KEYS: tuple[str, ...] = tuple(o.key for o in OPTIONS if o.in_config)
+KARGS: dict[str, Opt] = {o.karg: o for o in OPTIONS if o.karg}
 
-# Upstream's conflicting pairs (clap `conflicts_with`).
-CONFLICTS: tuple[tuple[str, str], ...] = (
-    ("stream", "image_url"),
-    ("stream", "image_file"),
-    ("image_url", "image_file"),
-    ("ignition_file", "ignition_url"),
+
+def groups() -> dict[str, list[Opt]]:
+    """Exclusive groups, members in table order."""
+    out: dict[str, list[Opt]] = {}
+    for opt in OPTIONS:
+        if opt.group is not None:
+            out.setdefault(opt.group, []).append(opt)
+    return out
+
+
+# Pairs that conflict (clap `conflicts_with`), derived from the groups.
+CONFLICTS: tuple[tuple[str, str], ...] = tuple(
+    (a.field, b.field)
+    for members in groups().values()
+    for a, b in itertools.combinations(members, 2)
 )
 
 
-def iter_options(*, config_only: bool = False) -> Iterator[Option]:
+def default_of(opt: Opt) -> Any:
+    if opt.field == "architecture":
+        return default_architecture()
+    return opt.default
+
+
+def is_default(opt: Opt, value: Any) -> bool:
+    return bool(value == default_of(opt))
+
+
+def iter_options(*, config_only: bool = False) -> Iterator[Opt]:
     for opt in OPTIONS:
         if config_only and not opt.in_config:
             continue

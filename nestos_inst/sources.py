@@ -13,7 +13,7 @@ import io
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -47,6 +47,36 @@ class ImageSource(Protocol):
     def signature(self) -> bytes | None:
         """Detached signature bytes; None when absent (messages already printed)."""
         ...
+
+
+@runtime_checkable
+class KernelMove(Protocol):
+    """A fast path a served stream may offer (plain-HTTP responses do): move the body
+    into `fd` and the pipes `taps` inside the kernel. See HttpResponse.move_to."""
+
+    def move_to(
+        self,
+        fd: int,
+        taps: Sequence[int],
+        first: Callable[[bytes], None],
+        moved: Callable[[int], None],
+    ) -> bool: ...
+
+
+class ImageReader(Protocol):
+    """What install streams an image through (open_verified(), or a counting reader
+    for trusted sources): the bytes as served, finish() after EOF to complete the
+    checks, close() always."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def binary(self) -> BinaryIO:
+        """This reader as the BinaryIO the decompressor stage takes."""
+        ...
+
+    def finish(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class FileSource:
@@ -297,8 +327,8 @@ class VerifiedReader(io.RawIOBase):
         pushed to disk as the file grows (Writeback) so the caller's fsync is short.
         """
         writeback = Writeback(fd)
-        mover = getattr(self._raw, "move_to", None)
-        if mover is not None and not self._eof and self.bytes_read == 0:
+        raw = self._raw
+        if isinstance(raw, KernelMove) and not self._eof and self.bytes_read == 0:
             hasher = _PipeHash(self._hash) if self._hash is not None else None
             try:
                 taps = [self._verifier.tap() if self._verifier else None]
@@ -315,7 +345,7 @@ class VerifiedReader(io.RawIOBase):
                         self._progress.add(n)
                     writeback.advance(n)
 
-                mover(fd, [t for t in taps if t is not None], first, moved)
+                raw.move_to(fd, [t for t in taps if t is not None], first, moved)
             finally:
                 if hasher is not None:
                     hasher.close()  # all tapped bytes hashed before any read below

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 
 from .. import __version__
 from .common import Formatter, Handler, Parser, add_command
@@ -66,11 +67,19 @@ class Registry:
         *,
         hidden: bool = False,
         description: str | None = None,
+        populate: Callable[[argparse.ArgumentParser], None] | None = None,
     ) -> argparse.ArgumentParser:
-        """Add command `path` ("iso kargs show") with its handler."""
+        """Add command `path` ("iso kargs show") with its handler; `populate` adds its
+        arguments on first use (see Parser)."""
         parent, _, name = path.rpartition(" ")
         return add_command(
-            self.group(parent), name, help, hidden=hidden, description=description, handler=handler
+            self.group(parent),
+            name,
+            help,
+            hidden=hidden,
+            description=description,
+            handler=handler,
+            populate=populate,
         )
 
 

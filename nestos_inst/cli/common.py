@@ -25,14 +25,40 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser with our formatter and clap-like `error:` usage errors."""
+    """ArgumentParser with our formatter and clap-like `error:` usage errors.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    `populate`, if given, adds the arguments on first use (parsing or help), so a
+    command whose argument table is expensive to import costs nothing until it runs.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        populate: Callable[[argparse.ArgumentParser], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ready(self) -> None:
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._ready()
+        return super().format_usage()
 
     def format_help(self) -> str:
         """Help without hidden subcommands (argparse 3.11 lists them as ==SUPPRESS==)."""
+        self._ready()
         text = super().format_help()
         return "".join(
             line
@@ -54,8 +80,10 @@ def add_command(
     hidden: bool = False,
     description: str | None = None,
     handler: Handler | None = None,
+    populate: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.ArgumentParser:
     """Add a subcommand; hidden ones parse normally but stay out of --help."""
+    extra: dict[str, Any] = {} if populate is None else {"populate": populate}
     if hidden:
         # A SUPPRESSed help marks the command hidden; Parser.format_help drops it.
         parser: argparse.ArgumentParser = sub.add_parser(
@@ -63,10 +91,11 @@ def add_command(
             help=argparse.SUPPRESS,
             description=description or help,
             formatter_class=Formatter,
+            **extra,
         )
     else:
         parser = sub.add_parser(
-            name, help=help, description=description or help, formatter_class=Formatter
+            name, help=help, description=description or help, formatter_class=Formatter, **extra
         )
     if handler is not None:
         parser.set_defaults(func=handler)

@@ -2,21 +2,22 @@
 
 Only options actually given end up in the namespace (defaults are SUPPRESSed), so the
 command line becomes one merge layer on top of the config files, exactly like any
-other layer (compat-spec §7.9).
+other layer (docs/compat.md#install-config-files). Values arrive parsed (each option's
+one parser runs as the argparse type), and the model takes them as they are.
+
+The table lives on the pydantic model, so the install parser is filled in only when
+it is used (LazyParser): other commands and `--help` start without pydantic.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NestosError, flat_chain
-from ..options import OPTIONS, Option
-
 if TYPE_CHECKING:
+    from ..options import Option
     from . import Registry
 
 DESCRIPTION = """\
@@ -30,46 +31,24 @@ last, after verification. On failure the partition table is wiped
 """
 
 
-def _value_checker(func: Callable[[str], Any]) -> Callable[[str], str]:
-    """argparse type: validate (usage error, exit 2) but keep the string for merging."""
+def _arg_type(opt: Option) -> Callable[[str], Any]:
+    """argparse type: the option's one parser; a bad value is a usage error (exit 2)."""
+    from ..options import parse_value
 
-    def check(text: str) -> str:
+    def parse(text: str) -> Any:
         try:
-            func(text)
-        except (NestosError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(flat_chain(exc)) from None
-        return text
+            return parse_value(opt.value, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return check
-
-
-def _lazy(module: str, name: str) -> Callable[[str], Any]:
-    """Import the validator on first use: pydantic and friends stay out of start-up."""
-
-    def call(text: str) -> Any:
-        target: Any = importlib.import_module(module, __package__)
-        for part in name.split("."):
-            target = getattr(target, part)
-        return target(text)
-
-    return call
-
-
-def _types() -> dict[str, Callable[[str], str]]:
-    url = _value_checker(_lazy("..install.config", "check_url"))
-    return {
-        "console": _value_checker(_lazy("..install.console", "parse_console")),
-        "ignition_hash": _value_checker(_lazy("..install.ignition", "IgnitionHash.parse")),
-        "fetch_retries": _value_checker(_lazy("..install.config", "parse_fetch_retries")),
-        "image_url": url,
-        "ignition_url": url,
-        "stream_base_url": url,
-    }
+    parse.__name__ = opt.value.name  # argparse names the type in some messages
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every install option from the table, plus -c/--config-file."""
-    types = _types()
+    from ..options import OPTIONS, groups
+
     parser.add_argument(
         "-c",
         "--config-file",
@@ -79,27 +58,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML config file with install options (repeatable)",
     )
     advanced = parser.add_argument_group("Advanced Options")
-    sources = parser.add_mutually_exclusive_group()
-    ignition = parser.add_mutually_exclusive_group()
+    exclusive = {name: parser.add_mutually_exclusive_group() for name in groups()}
     for opt in OPTIONS:
-        if not opt.cli:
-            continue
         if opt.kind == "positional":
             parser.add_argument(
                 opt.field, nargs="?", metavar=opt.metavar, help=opt.help, default=argparse.SUPPRESS
             )
             continue
         target: Any = parser
-        if opt.field in ("stream", "image_url", "image_file"):
-            target = sources
-        elif opt.field in ("ignition_file", "ignition_url"):
-            target = ignition
+        if opt.group is not None:
+            target = exclusive[opt.group]
         elif opt.advanced:
             target = advanced
-        _add(target, opt, types.get(opt.field))
+        _add(target, opt)
 
 
-def _add(target: Any, opt: Option, type_: Callable[[str], str] | None) -> None:
+def _add(target: Any, opt: Option) -> None:
     names = [n for n in (opt.short, opt.flag) if n] + list(opt.aliases)
     kwargs: dict[str, Any] = {
         "dest": opt.field,
@@ -111,8 +85,8 @@ def _add(target: Any, opt: Option, type_: Callable[[str], str] | None) -> None:
     else:
         kwargs["metavar"] = opt.metavar
         kwargs["action"] = "append" if opt.kind == "list" else "store"
-        if type_ is not None:
-            kwargs["type"] = type_
+        if opt.value.usage_error:
+            kwargs["type"] = _arg_type(opt)
     target.add_argument(*names, **kwargs)
 
 
@@ -151,8 +125,8 @@ def register(reg: Registry) -> None:
         "Install NestOS to a disk",
         _checked_handler,
         description=DESCRIPTION,
+        populate=add_arguments,
     )
-    add_arguments(parser)
     parser.set_defaults(_parser=parser)
     reg.command(
         "pack example-config",

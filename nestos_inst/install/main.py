@@ -13,6 +13,7 @@ like a disk, and /boot is edited through a loop device attached for that step on
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import stat
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
 from ..io.files import KEYRING_LIMIT, read_limited
@@ -34,7 +35,7 @@ from .writer import MiB, write_image
 
 if TYPE_CHECKING:
     from ..disk.saved import Filter, SavedPartitions
-    from ..sources import ImageSource
+    from ..sources import ImageReader, ImageSource
 
 DEFAULT_OSTREE_REPO = "/sysroot/ostree/repo"
 BOOT_LABEL = "boot"
@@ -76,10 +77,6 @@ class Plan:
 # ---- preparation: no writes --------------------------------------------------------
 
 
-def _fetch_retries(cfg: InstallConfig) -> int | None:
-    return None if cfg.fetch_retries == "infinite" else cfg.fetch_retries
-
-
 def _ignition(cfg: InstallConfig) -> bytes | None:
     if cfg.ignition_file is not None:
         return read_ignition_file(Path(cfg.ignition_file))
@@ -90,7 +87,7 @@ def _ignition(cfg: InstallConfig) -> bytes | None:
     from ..net.http import fetch_bytes
 
     try:
-        resp, data = fetch_bytes(url, retries=_fetch_retries(cfg))
+        resp, data = fetch_bytes(url, retries=cfg.retries)
         with contextlib.closing(resp):
             if resp.status != 200:
                 raise NestosError(f"fetching '{url}'") from NestosError(
@@ -192,7 +189,7 @@ def _stream_format(target: Target) -> str:
     return "raw.xz"
 
 
-def _find_osmet(cfg: InstallConfig, target: Target) -> Any:
+def _find_osmet(cfg: InstallConfig, target: Target) -> ImageSource | None:
     from ..osmet.source import find_osmet
 
     dirs = [Path(d) for d in cfg.osmet_dir] or [Path(p.osmet_dir) for p in ALL]
@@ -200,11 +197,13 @@ def _find_osmet(cfg: InstallConfig, target: Target) -> Any:
     return find_osmet(cfg.effective_architecture, target.sector_size or 512, dirs, repo)
 
 
-def resolve_source(cfg: InstallConfig, target: Target, profile: Profile) -> tuple[Any, bool]:
+def resolve_source(
+    cfg: InstallConfig, target: Target, profile: Profile
+) -> tuple[ImageSource, bool]:
     """The image source (§7.2) and whether a signature is expected."""
     from .. import sources
 
-    retries = _fetch_retries(cfg)
+    retries = cfg.retries
     if cfg.image_file is not None:
         return sources.FileSource(cfg.image_file), True
     if cfg.image_url is not None:
@@ -342,7 +341,7 @@ def execute(plan: Plan) -> None:
     cfg, target = plan.cfg, plan.target
     _say(plan.source.description)
     progress = Progress(plan.source.artifact_type, plan.source.length)
-    reader: Any
+    reader: ImageReader
     if plan.needs_signature:
         # Signature lookup and the source's first request happen before the disk is
         # touched in any way (even the exclusivity probe re-reads its table).
@@ -366,7 +365,7 @@ def execute(plan: Plan) -> None:
         sector_size = ss_for_table
         try:
             result = write_image(
-                reader,
+                reader.binary(),
                 fd,
                 # An empty image file has no room for a placeholder table: zeros instead.
                 saved=saved if target.size else None,
@@ -388,17 +387,29 @@ def execute(plan: Plan) -> None:
     _say("Install complete.")
 
 
-class _Counting:
-    """Progress for sources that need no verification (osmet)."""
+class _Counting(io.RawIOBase):
+    """Progress for sources that need no verification (osmet); an ImageReader."""
 
     def __init__(self, raw: BinaryIO, progress: Progress) -> None:
+        super().__init__()
         self._raw = raw
         self._progress = progress
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if n is None else n)
         self._progress.add(len(data))
         return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def binary(self) -> BinaryIO:
+        return cast(BinaryIO, self)
 
     def finish(self) -> None:
         while self.read(1 << 20):
@@ -406,7 +417,9 @@ class _Counting:
         self._progress.finish()
 
     def close(self) -> None:
-        self._raw.close()
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def _customize(plan: Plan, fd: int, sector_size: int) -> None:

@@ -22,7 +22,7 @@ from ..io.files import METADATA_LIMIT, read_limited
 from ..io.pipeline import write_all
 from ..profile import ALL, Profile
 from . import bls
-from .console import Console, console_hint, grub_commands, parse_console
+from .console import Console, console_hint, grub_commands
 from .ignition import IgnitionHash
 
 Platforms = dict[str, dict[str, list[str]]]
@@ -47,9 +47,9 @@ class BootEdits:
         cls,
         *,
         ignition: bytes | None,
-        ignition_hash: str | None,
+        ignition_hash: IgnitionHash | None,
         platform: str | None,
-        consoles: Sequence[str],
+        consoles: Sequence[Console],
         firstboot_args: str | None,
         append_karg: Sequence[str],
         delete_karg: Sequence[str],
@@ -58,9 +58,9 @@ class BootEdits:
     ) -> BootEdits:
         return cls(
             ignition=ignition,
-            ignition_hash=IgnitionHash.parse(ignition_hash) if ignition_hash else None,
+            ignition_hash=ignition_hash,
             platform=platform,
-            consoles=tuple(parse_console(c) for c in consoles),
+            consoles=tuple(consoles),
             firstboot_args=firstboot_args,
             append_karg=tuple(append_karg),
             delete_karg=tuple(delete_karg),

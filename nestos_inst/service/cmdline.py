@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import NestosError
 from ..io.files import CMDLINE_LIMIT, read_limited
+from ..options import OPTIONS
 from ..profile import ALL, Profile
 
 # First-boot-only network kargs (kernel + dracut); brand-specific ones come from profiles.
@@ -42,15 +43,9 @@ NETWORK_KARGS = (
 # s390x device kargs that must persist in the installed system's boot entry.
 PERSISTENT_KARGS = ("rd.dasd", "rd.zfcp", "rd.znet", "zfcp.allow_lun_scan", "cio_ignore")
 
-# Value-carrying kargs → config key (all single-valued unless listed in _LIST_KEYS).
-_VALUE_KARGS = (
-    ("image_url", "image-url"),
-    ("platform_id", "platform"),
-    ("stream", "stream"),
-    ("save_partlabel", "save-partlabel"),
-    ("save_partindex", "save-partindex"),
-)
-_LIST_KEYS = frozenset({"save-partlabel", "save-partindex"})
+# Value-carrying kargs → config key, declared with each option (Opt.karg).
+_VALUE_KARGS = tuple((opt.karg, opt.key) for opt in OPTIONS if opt.karg)
+_LIST_KEYS = frozenset(opt.key for opt in OPTIONS if opt.karg and opt.kind == "list")
 _FALSE = frozenset({"", "0", "no", "off"})
 _PARTINDEX = re.compile(r"^(\d+|\d*-\d*)(,(\d+|\d*-\d*))*$")
 

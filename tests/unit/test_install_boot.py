@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError, format_chain
 from nestos_inst.install import bls
+from nestos_inst.install.console import parse_console
 from nestos_inst.install.postinstall import BootEdits, apply, load_platforms
 from nestos_inst.profile import COREOS, NESTOS
 from tests.helpers.metalimage import BLS_OPTIONS, FIRSTBOOT, GRUB_CFG, PLATFORMS
@@ -168,7 +169,8 @@ def test_platform_id_missing(tmp_path: Path) -> None:
 
 def test_console_overrides_platform_kargs(tmp_path: Path) -> None:
     boot = make_boot(tmp_path)
-    apply(boot, edits(platform="qemu", consoles=["ttyS1,115200", "tty0"]), NESTOS)
+    consoles = [parse_console("ttyS1,115200"), parse_console("tty0")]
+    apply(boot, edits(platform="qemu", consoles=consoles), NESTOS)
     opts = options(boot)
     assert "ignition.platform.id=qemu" in opts
     assert opts.endswith("console=ttyS1,115200n8 console=tty0")
@@ -184,7 +186,7 @@ def test_console_cfg_preferred(tmp_path: Path) -> None:
     (boot / "grub2" / "console.cfg").write_text(
         "x\n# CONSOLE-SETTINGS-START\n# CONSOLE-SETTINGS-END\n"
     )
-    apply(boot, edits(consoles=["tty0"]), NESTOS)
+    apply(boot, edits(consoles=[parse_console("tty0")]), NESTOS)
     assert (boot / "grub2" / "grub.cfg").read_text() == GRUB_CFG
     assert "terminal_output console" in (boot / "grub2" / "console.cfg").read_text()
 
