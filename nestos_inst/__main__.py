@@ -1,4 +1,5 @@
-"""Entry point: parse, dispatch, one top-level error handler, exit codes (§12.1)."""
+"""Entry point: parse, dispatch, one top-level error handler, exit codes
+(docs/compat.md#exit-codes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`download` and `list-stream` (compat-spec §5.3, §5.4, §11.2, §11.3)."""
+"""`download` and `list-stream` (docs/compat.md#list-stream, #download)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ COPY_SIZE = 1 << 20
 
 
 def should_decompress(name: str, decompress: bool) -> str | None:
-    """The output name when `name` is to be decompressed (§5.4 step 4), else None."""
+    """The output name when `name` is to be decompressed (docs/compat.md#download), else None."""
     if not decompress or name.endswith((".tar.gz", ".tar.xz")):
         return None
     for suffix in (".gz", ".xz"):
@@ -58,7 +58,7 @@ def _temp_in(directory: Path) -> tuple[int, Path]:
 
 
 def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bool:
-    """§5.4 step 6: reuse a present file only if its .sig matches and it verifies."""
+    """docs/compat.md#download: reuse a present file only if its .sig matches and it verifies."""
 
     sig_path = Path(f"{out}.sig")
     try:

@@ -1,4 +1,4 @@
-"""One error hierarchy and the `Error: <chain>` rendering of compat-spec §12.2.
+"""One error hierarchy and the `Error: <chain>` rendering of docs/compat.md#error-format.
 
 Every failure we report is a NestosError whose ``__cause__`` chain carries the
 lower-level reasons, mirroring anyhow's context chains so messages match upstream.

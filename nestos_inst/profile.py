@@ -1,4 +1,9 @@
-"""NestOS vs CoreOS naming (docs/nestos-profile.md). No other module names a brand."""
+"""NestOS vs CoreOS naming (docs/nestos-profile.md).
+
+Every brand-specific path, kernel argument, directory and file name the installer
+reads or writes comes from a Profile here. Other modules name a brand only in wording:
+the program's name, help texts, and upstream's fixed messages.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,6 @@ class Profile:
     dest_ignition: str  # where `customize` puts the destination's Ignition config
     customize_doc: str  # Documentation= of the hook units `customize` generates
     iso_dir: str  # "NESTOS" (ISO9660 name of /nestos)
-    live_initramfs_marker: str
-    initrd_features: str
     initrd_network_dir: str  # members etc/<x>-firstboot-network/<file>
     boot_network_dir: str  # /boot/<x>-firstboot-network
     platforms_json: str  # path on /boot
@@ -31,7 +34,6 @@ class Profile:
     stream_base_url: str
     default_stream: str
     temp_prefix: str  # for `-o PATH` temp files
-    reboot_flag: str
 
 
 NESTOS = Profile(
@@ -43,8 +45,6 @@ NESTOS = Profile(
     dest_ignition="/etc/nestos/dest.ign",
     customize_doc="file:/usr/share/doc/nestos-installer/customize.md",
     iso_dir="NESTOS",
-    live_initramfs_marker="etc/nestos-live-initramfs",
-    initrd_features="etc/nestos/features.json",
     initrd_network_dir="etc/nestos-firstboot-network",
     boot_network_dir="nestos-firstboot-network",
     platforms_json="nestos/platforms.json",
@@ -57,7 +57,6 @@ NESTOS = Profile(
     stream_base_url="https://nestos.org.cn/NestOS-release/streams/",
     default_stream="stable",
     temp_prefix=".nestos-installer-temp-",
-    reboot_flag="/run/nestos-installer-reboot",
 )
 
 COREOS = Profile(
@@ -69,8 +68,6 @@ COREOS = Profile(
     dest_ignition="/etc/coreos/dest.ign",
     customize_doc="https://coreos.github.io/coreos-installer/customizing-install/",
     iso_dir="COREOS",
-    live_initramfs_marker="etc/coreos-live-initramfs",
-    initrd_features="etc/coreos/features.json",
     initrd_network_dir="etc/coreos-firstboot-network",
     boot_network_dir="coreos-firstboot-network",
     platforms_json="coreos/platforms.json",
@@ -83,7 +80,6 @@ COREOS = Profile(
     stream_base_url="https://builds.coreos.fedoraproject.org/streams/",
     default_stream="stable",
     temp_prefix=".coreos-installer-temp-",
-    reboot_flag="/run/coreos-installer-reboot",
 )
 
 DEFAULT = NESTOS

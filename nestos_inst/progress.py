@@ -1,4 +1,4 @@
-"""Progress reporting for long reads (compat-spec §12.3) plus pluggable sinks.
+"""Progress reporting for long reads (docs/compat.md#progress) plus pluggable sinks.
 
 The text goes to stderr only (stdout carries results). Extra sinks receive a
 ProgressEvent; service mode registers one that writes structured journal fields.
@@ -92,7 +92,6 @@ class Progress:
         self.pos = 0
         self._last = clock()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._printed = False
         self._done = False
 
     def add(self, n: int) -> None:
@@ -125,7 +124,6 @@ class Progress:
         else:
             self.stream.write(ev.text() + "\n")
         self.stream.flush()
-        self._printed = True
         with _sinks_lock:
             sinks = list(_sinks)
         for sink in sinks:

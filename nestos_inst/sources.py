@@ -1,4 +1,5 @@
-"""Image sources shared by `install`, `download` and osmet (compat-spec §5.4, §6, §7.2).
+"""Image sources shared by `install`, `download` and osmet (docs/compat.md#download, #signatures,
+#image-source).
 
 A source yields the artifact's bytes *as served* (compressed) plus its detached
 signature; open_verified() wraps those bytes so the signature (and the stream's sha256,

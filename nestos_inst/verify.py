@@ -1,4 +1,4 @@
-"""Detached OpenPGP signature checks with GPGME, streamed (compat-spec §6).
+"""Detached OpenPGP signature checks with GPGME, streamed (docs/compat.md#signatures).
 
 Each verification gets its own throw-away GnuPG home (0700) holding only the trusted
 keys: the armored files shipped in ``nestos_inst/data/keys`` plus any ``--keyring``

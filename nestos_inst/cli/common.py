@@ -14,7 +14,6 @@ from typing import Any, BinaryIO
 from ..errors import NestosError
 
 Handler = Callable[[argparse.Namespace], int | None]
-SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -102,31 +101,13 @@ def add_command(
     return parser
 
 
-def add_group(
-    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
-    name: str,
-    help: str,
-    *,
-    hidden: bool = False,
-) -> argparse._SubParsersAction:  # type: ignore[type-arg]
-    """A command group: invoked without a subcommand it prints usage and exits 2."""
-    parser = add_command(sub, name, help, hidden=hidden)
-
-    def show_usage(_: argparse.Namespace) -> int:
-        parser.print_help(sys.stderr)
-        return 2
-
-    parser.set_defaults(func=show_usage)
-    return parser.add_subparsers(title="subcommands", metavar="COMMAND", parser_class=Parser)
-
-
 def restore_sigpipe() -> None:
     """`show`-style commands die silently on a closed pipe, like upstream."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def binary_stdout(refuse_tty: bool = True) -> BinaryIO:
-    """stdout for binary data; refuses a terminal (compat-spec §1.11)."""
+    """stdout for binary data; refuses a terminal (docs/compat.md#iso-output-modes)."""
     if refuse_tty and os.isatty(sys.stdout.fileno()):
         raise NestosError("Refusing to write binary data to terminal")
     return sys.stdout.buffer

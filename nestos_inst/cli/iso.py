@@ -1,5 +1,5 @@
 """`iso ignition|network|kargs|reset`, the deprecated `iso embed|show|remove`, and
-the hidden `dev show iso` (compat-spec §1.10-§1.12, §2.3, §4.1, §4.4, §11.4)."""
+the hidden `dev show iso` (docs/compat.md#iso-commands, #karg-areas, #commands)."""
 
 from __future__ import annotations
 

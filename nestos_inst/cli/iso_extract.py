@@ -1,5 +1,6 @@
 """`iso extract pxe`, `iso extract minimal-iso` and the hidden `pack minimal-iso`
-(compat-spec §4.3, §4.6, §11.4, §11.6). The work is in nestos_inst.media.extract."""
+(docs/compat.md#iso-extract, #minimal-iso, #commands, #hidden-commands). The work is in
+nestos_inst.media.extract."""
 
 from __future__ import annotations
 

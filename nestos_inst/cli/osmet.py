@@ -1,4 +1,5 @@
-"""Hidden osmet commands: `pack osmet`, `dev show fiemap`, `dev extract osmet` (§11.6)."""
+"""Hidden osmet commands: `pack osmet`, `dev show fiemap`, `dev extract osmet`
+(docs/compat.md#hidden-commands)."""
 
 from __future__ import annotations
 

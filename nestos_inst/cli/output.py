@@ -23,7 +23,8 @@ def print_path(path: str) -> None:
 
 
 def show_keyfiles(members: Mapping[str, bytes], out: BinaryIO) -> None:
-    """`########## name ##########` headers, a blank line between files (§3.5)."""
+    """`########## name ##########` headers, a blank line between files
+    (docs/compat.md#pxe-commands)."""
     for i, (path, data) in enumerate(sorted(members.items())):
         if i:
             out.write(b"\n")

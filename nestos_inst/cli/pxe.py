@@ -1,4 +1,5 @@
-"""`pxe ignition/network wrap/unwrap` and the hidden `dev show/extract initrd` (§3).
+"""`pxe ignition/network wrap/unwrap` and the hidden `dev show/extract initrd`
+(docs/compat.md#pxe-commands).
 
 Wrapped outputs are small xz initrds meant to be listed after the live initramfs;
 the unwrap/show commands read any concatenation of raw or compressed archives.

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 BLKRRPART = 0x125F
 BLKSSZGET = 0x1268
-BLKPBSZGET = 0x127B
 BLKGETSIZE64 = 0x80081272
 BLKPG = 0x1269
 BLKPG_ADD_PARTITION = 1
@@ -455,7 +454,8 @@ def list_partitions(dev: str) -> list[PartInfo]:
 
 
 def find_partition_by_label(dev: str, label: str) -> PartInfo:
-    """The one partition whose filesystem label is exactly `label` (§7.6 errors)."""
+    """The one partition whose filesystem label is exactly `label` (docs/compat.md#boot-edits
+    errors)."""
     parts = list_partitions(dev)
     if not parts:
         raise NestosError(f"couldn't find any partitions on {dev}")
@@ -499,7 +499,7 @@ def attached(path: str | os.PathLike[str], sector_size: int = 512) -> Iterator[s
             run(["losetup", "-d", dev], check=False)
 
 
-# ---- duplicate labels (§7.8) ------------------------------------------------------------
+# ---- duplicate labels (docs/compat.md#after-install) ---------------------------------------------
 def filesystems_with_label(label: str) -> list[dict[str, str]]:
     """Every filesystem on the system labelled `label` (probed, RAID members excluded,
     one entry per filesystem UUID)."""

@@ -1,4 +1,5 @@
-"""Partitions kept across an install (`--save-partlabel`, `--save-partindex`), §7.4.
+"""Partitions kept across an install (`--save-partlabel`, `--save-partindex`),
+docs/compat.md#saved-partitions.
 
 The life cycle: parse filters, read the old table and pick entries (with a dry run so a
 broken table is refused before anything is written), write a table holding only the
@@ -203,7 +204,8 @@ class SavedPartitions:
             pwrite(fd, data, offset)
 
     def merge(self, fd: Target, image_first_mib: bytes) -> None:
-        """Put the saved entries into the image's table (§7.4 'after the copy').
+        """Put the saved entries into the image's table (docs/compat.md#saved-partitions 'after the
+        copy').
 
         Writes the image's LBA 0, the merged primary and backup GPT, and the rest of
         the first MiB after the image's GPT area. No-op when nothing was saved.
@@ -257,7 +259,7 @@ class SavedPartitions:
 def wipe_partition_table(
     fd: int, sector_size: int, disk_size: int, saved: SavedPartitions | None
 ) -> None:
-    """§7.10: fresh empty GPT (plus saved entries), boot code zeroed, fsync.
+    """docs/compat.md#wipe-on-error: fresh empty GPT (plus saved entries), boot code zeroed, fsync.
 
     The caller re-reads the partition table afterwards (blockdev.reread_partitions).
     """

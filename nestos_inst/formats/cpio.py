@@ -1,6 +1,6 @@
 """The newc ("SVR4 without/with CRC") cpio format: a tolerant reader, an exact writer.
 
-The writer's byte layout is a contract (compat-spec §1.8): ISO embed areas and
+The writer's byte layout is a contract (docs/compat.md#initrd-archive-format): ISO embed areas and
 `pxe * wrap` outputs are compared by hash, so every field is fixed.
 """
 
@@ -127,7 +127,8 @@ def _header(ino: int, mode: int, filesize: int, name: bytes) -> bytes:
 
 
 def write_archive(members: Mapping[str, bytes]) -> bytes:
-    """Deterministic newc archive of §1.8: sorted paths, implicit parent dirs, no block pad.
+    """Deterministic newc archive of docs/compat.md#initrd-archive-format: sorted paths, implicit
+    parent dirs, no block pad.
 
     Directories are emitted when a file's parent differs from the last one emitted,
     from the common prefix downwards, exactly like upstream, so hashes match.

@@ -1,4 +1,5 @@
-"""Embed-area discovery and editing for live ISOs (compat-spec §1, §2, §4.1).
+"""Embed-area discovery and editing for live ISOs (docs/compat.md#iso-embed-areas, #karg-areas,
+#iso-commands).
 
 An `IsoConfig` finds the initrd (Ignition) area and the karg areas of a live ISO in any
 historical layout, lets callers change their logical contents, and hands back the byte

@@ -1,7 +1,8 @@
 """Initrd images: concatenated newc archives, each raw or gzip/xz/zstd compressed.
 
-The reader follows compat-spec §3.3 (the kernel's own rules: zero padding between
-archives, last copy of a path wins); the writer produces the exact xz archive of §1.8.
+The reader follows docs/compat.md#initrd-reader (the kernel's own rules: zero padding between
+archives, last copy of a path wins); the writer produces the exact xz archive of
+docs/compat.md#initrd-archive-format.
 Decompression is streamed with bounded output per step, so a small hostile input
 can't balloon in memory beyond the members actually kept.
 """
@@ -325,7 +326,8 @@ def compress(archive: bytes) -> bytes:
 
 
 def write_initrd(members: Mapping[str, bytes]) -> bytes:
-    """The §1.8 archive of `members`, xz-compressed (an empty map gives a trailer only)."""
+    """The docs/compat.md#initrd-archive-format archive of `members`, xz-compressed (an empty map
+    gives a trailer only)."""
     return compress(cpio.write_archive(members))
 
 

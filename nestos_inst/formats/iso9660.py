@@ -1,4 +1,5 @@
-"""Minimal ISO9660 reader: just enough to find the live ISO's embed areas (§1.1).
+"""Minimal ISO9660 reader: just enough to find the live ISO's embed areas
+(docs/compat.md#iso9660-reader).
 
 Only the primary volume descriptor and plain ISO9660 directory records are read;
 Rock Ridge and Joliet are ignored on purpose so names match upstream's (`IGNINFO.JSO`).

@@ -1,4 +1,4 @@
-"""The three output modes of every ISO-modifying command (compat-spec §1.11).
+"""The three output modes of every ISO-modifying command (docs/compat.md#iso-output-modes).
 
 In place: only the changed regions are written. `-o PATH`: the input is copied by the
 kernel (copy_file_range, hole-preserving) into a 0600 temp file beside PATH, patched,

@@ -1,4 +1,5 @@
-"""The kernel-argument editor (§2.2) and the fixed-size karg slot encoding (§2.1).
+"""The kernel-argument editor (docs/compat.md#karg-editor) and the fixed-size karg slot encoding
+(docs/compat.md#karg-areas).
 
 The editor is deliberately plain substring surgery, quoting-unaware, because that is
 what upstream does and byte-identical results depend on it. Shared with `install`.

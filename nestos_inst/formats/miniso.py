@@ -1,4 +1,4 @@
-"""miniso.dat (compat-spec §1.7, §4.6.1): regenerate the minimal ISO from the full one.
+"""miniso.dat (docs/compat.md#minimal-iso, #bincode): regenerate the minimal ISO from the full one.
 
 The full live ISO carries a table of files it shares with the minimal ISO plus the
 xz-compressed bytes that are not shared. Everything in the file is untrusted: the

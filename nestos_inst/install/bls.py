@@ -1,4 +1,4 @@
-"""BLS entry and GRUB console-block editing on a mounted /boot (compat-spec §7.6).
+"""BLS entry and GRUB console-block editing on a mounted /boot (docs/compat.md#boot-edits).
 
 Only the *last* BLS entry (by path) is edited: that is the default entry ostree
 deployed, and the one first boot uses.
@@ -27,13 +27,6 @@ def last_bls_entry(boot: Path) -> Path:
     if not found:
         raise NestosError(f"Found no BLS entries in {entries}")
     return found[-1]
-
-
-def read_options(entry: Path) -> str:
-    """The value of the single `options ` line of `entry`."""
-    _, idx, value = _split(entry)
-    del idx
-    return value
 
 
 def _split(entry: Path) -> tuple[list[str], int, str]:

@@ -1,4 +1,4 @@
-"""Console specs for kernel and GRUB (compat-spec §7.7).
+"""Console specs for kernel and GRUB (docs/compat.md#consoles).
 
 One spec configures both the kernel (`console=` karg) and the bootloader (GRUB
 `serial`/`terminal_*` commands), which is why install offers `--console` rather than
@@ -80,10 +80,6 @@ def parse_console(spec: str) -> Console:
     if port > _U8 or speed > _U32:
         raise ConsoleError("invalid or unsupported console argument")
     return Console(prefix, port, speed, parity or "n", int(bits_s) if bits_s else 8)
-
-
-def normalize_console(spec: str) -> str:
-    return str(parse_console(spec))
 
 
 def grub_commands(consoles: Sequence[Console]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The Ignition config given to install: digest spec, fetch, JSON check (§6.5, §7.1)."""
+"""The Ignition config given to install: digest spec, fetch, JSON check
+(docs/compat.md#ignition-hash, #install-validation)."""
 
 from __future__ import annotations
 
@@ -50,12 +51,9 @@ class IgnitionHash:
             )
 
 
-def normalize_hash(text: str) -> str:
-    return str(IgnitionHash.parse(text))
-
-
 def check_ignition_url(url: str, *, has_hash: bool, insecure: bool) -> None:
-    """§7.1.4: http needs a digest or --insecure-ignition; only http(s) allowed."""
+    """docs/compat.md#install-validation: http needs a digest or --insecure-ignition; only http(s)
+    allowed."""
     try:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
     except ValueError as exc:  # e.g. "Invalid IPv6 URL" for a stray "["

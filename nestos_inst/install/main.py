@@ -1,4 +1,5 @@
-"""The install flow of compat-spec §7: validate, check, write, customise, or wipe.
+"""The install flow of docs/compat.md#install-validation: validate, check, write, customise, or
+wipe.
 
 Everything that can be checked is checked before the first byte is written
 (`prepare`): arguments, the Ignition config and its digest, partition filters, the
@@ -18,7 +19,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
 from ..io.files import KEYRING_LIMIT, read_limited
 from ..options import default_architecture
-from ..profile import ALL, NESTOS, Profile
+from ..profile import NESTOS, Profile
 from ..progress import Progress
 from .config import InstallConfig, check_conflicts
 from .ignition import check_ignition_url, check_json, read_ignition_file
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from ..disk.saved import Filter, SavedPartitions
     from ..sources import ImageReader, ImageSource
 
-DEFAULT_OSTREE_REPO = "/sysroot/ostree/repo"
 BOOT_LABEL = "boot"
 
 
@@ -190,17 +190,17 @@ def _stream_format(target: Target) -> str:
 
 
 def _find_osmet(cfg: InstallConfig, target: Target) -> ImageSource | None:
-    from ..osmet.source import find_osmet
+    from ..osmet.source import DEFAULT_REPO, default_dirs, find_osmet
 
-    dirs = [Path(d) for d in cfg.osmet_dir] or [Path(p.osmet_dir) for p in ALL]
-    repo = Path(cfg.ostree_repo or DEFAULT_OSTREE_REPO)
+    dirs = [Path(d) for d in cfg.osmet_dir] or default_dirs()
+    repo = Path(cfg.ostree_repo) if cfg.ostree_repo else DEFAULT_REPO
     return find_osmet(cfg.effective_architecture, target.sector_size or 512, dirs, repo)
 
 
 def resolve_source(
     cfg: InstallConfig, target: Target, profile: Profile
 ) -> tuple[ImageSource, bool]:
-    """The image source (§7.2) and whether a signature is expected."""
+    """The image source (docs/compat.md#image-source) and whether a signature is expected."""
     from .. import sources
 
     retries = cfg.retries
@@ -234,7 +234,7 @@ def resolve_source(
 
 
 def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
-    """§7.1 validation, in upstream's order; writes nothing."""
+    """docs/compat.md#install-validation validation, in upstream's order; writes nothing."""
     from ..disk.saved import parse_partition_filters
 
     check_conflicts(cfg, "validating arguments")
@@ -471,7 +471,7 @@ def _edit_boot(dev: str, plan: Plan) -> None:
 def _fail(
     plan: Plan, fd: int, saved: SavedPartitions, exc: BaseException, sector_size: int
 ) -> None:
-    """§7.10: report, then wipe (or preserve) the partition table."""
+    """docs/compat.md#wipe-on-error: report, then wipe (or preserve) the partition table."""
     from ..disk import blockdev
     from ..disk.saved import wipe_partition_table
 
@@ -504,7 +504,7 @@ def _fail(
         sys.stderr.write(format_chain(err) + "\n")
 
 
-# ---- §7.8 duplicate boot filesystems -----------------------------------------------
+# ---- docs/compat.md#after-install duplicate boot filesystems -------------------------------------
 
 
 def _on_target(dev: str, target: str) -> bool:
@@ -541,12 +541,3 @@ def _boot_filesystems(target: Target) -> list[str]:
         for fs in blockdev.filesystems_with_label(BOOT_LABEL)
         if target.is_file or not _on_target(fs["NAME"], target.canonical)
     ]
-
-
-def run_install(
-    layers: Sequence[dict[str, Any]], origins: Sequence[str], profile: Profile = NESTOS
-) -> None:
-    """Convenience for callers holding raw layers (service mode)."""
-    from .config import merge_layers
-
-    install(merge_layers(layers, origins), profile=profile)

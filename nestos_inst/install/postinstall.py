@@ -1,4 +1,4 @@
-"""Customising the freshly written /boot (compat-spec §7.6), in upstream's order.
+"""Customising the freshly written /boot (docs/compat.md#boot-edits), in upstream's order.
 
 `BootEdits` is computed from the config before anything is written (so `--dry-run`
 can print it and validation errors surface early); `apply()` performs it on a mounted

@@ -1,4 +1,4 @@
-"""Writing the image to the target (compat-spec §7.5).
+"""Writing the image to the target (docs/compat.md#image-write).
 
 The first MiB (partition tables, boot code) is held back: until the signature has been
 verified the disk carries only an empty GPT (plus any saved partitions), so neither a

@@ -1,4 +1,4 @@
-"""Sniff and stream-decompress gzip / xz / zstd images (compat-spec §6.1, §7.5).
+"""Sniff and stream-decompress gzip / xz / zstd images (docs/compat.md#signatures, #image-write).
 
 Non-concatenated mode is the safe mode for signed images: the decoder reads its source
 to EOF and rejects any byte after the compressed stream and any truncation, so a

@@ -1,4 +1,4 @@
-"""Never write into a saved partition (compat-spec §7.4 "write protection", §10.4).
+"""Never write into a saved partition (docs/compat.md#saved-partitions, #reference-results).
 
 A limit is an absolute offset on the destination; the message is the whole error text,
 e.g. `collision with partition 4 ("bovik") at offset 4194304`. Writes stop exactly at

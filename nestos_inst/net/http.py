@@ -1,4 +1,4 @@
-"""HTTP GET with upstream's retry rules (compat-spec §5.5) plus resume on a broken body.
+"""HTTP GET with upstream's retry rules (docs/compat.md#http-retries) plus resume on a broken body.
 
 Network I/O runs on httpx's *async* client inside one background event-loop thread;
 callers get a plain blocking file object (HttpResponse). The loop thread gathers
@@ -230,7 +230,8 @@ class HttpResponse(io.RawIOBase):
 
     # ---- opening (runs on the loop) ----
     async def _send(self, headers: dict[str, str]) -> httpx.Response:
-        """One logical request, retried per §5.5; non-retryable HTTP errors raise."""
+        """One logical request, retried per docs/compat.md#http-retries; non-retryable HTTP errors
+        raise."""
         client = self._loop.client
         while True:
             try:
@@ -421,7 +422,8 @@ class HttpResponse(io.RawIOBase):
         The first chunk has already left the socket: `first(chunk)` must handle it;
         `moved(n)` follows every `n` bytes the kernel moved. Returns True when the
         body is complete; False when the caller must read the rest with read1()
-        (fast path unavailable, or the transfer broke and is being resumed per §5.5).
+        (fast path unavailable, or the transfer broke and is being resumed per
+        docs/compat.md#http-retries).
         """
         if self._started or self.length is None or not zero_copy_available():
             return False
@@ -638,7 +640,7 @@ def fetch(
     retries: int | None = 0,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> HttpResponse:
-    """Start a GET (retrying per §5.5) and return once headers are in.
+    """Start a GET (retrying per docs/compat.md#http-retries) and return once headers are in.
 
     Raises NestosError("fetching '<url>'") when the server refuses. The caller checks
     `.status` (only 200 carries a body) and must close() the response.

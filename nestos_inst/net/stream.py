@@ -1,4 +1,5 @@
-"""Stream metadata (compat-spec §5.1–§5.3): URL resolution, models, artifact lookup.
+"""Stream metadata (docs/compat.md#stream-metadata, #list-stream): URL resolution, models, artifact
+lookup.
 
 Only the fields the installer uses are modelled; unknown keys are ignored. A missing
 required key is reported with its path in the document
@@ -131,7 +132,8 @@ class Selection:
 
 
 def format_table(rows: list[tuple[str, str, str]]) -> str:
-    """The list-stream table of §5.3 (header row first, no trailing spaces)."""
+    """The list-stream table of docs/compat.md#list-stream (header row first, no trailing
+    spaces)."""
     table = [("Architecture", "Platform", "Format"), *rows]
     w0 = max(len(r[0]) for r in table)
     w1 = max(len(r[1]) for r in table)

@@ -1,4 +1,4 @@
-"""The osmet file format (compat-spec §9.2): bincode-1 varint header, table, xz stream.
+"""The osmet file format (docs/compat.md#osmet-format): bincode-1 varint header, table, xz stream.
 
 Byte-compatible with upstream coreos-installer so either tool reads the other's files.
 The reader never trusts a length field: every vector or string length is checked

@@ -1,4 +1,4 @@
-"""`pack osmet` (compat-spec §9.3): map OSTree objects on a metal disk, pack the rest.
+"""`pack osmet` (docs/compat.md#osmet-pack): map OSTree objects on a metal disk, pack the rest.
 
 The disk's `boot` and `root` filesystems are mounted read-only; every byte range that
 an OSTree content object (or a /boot file identical to one) occupies is left out of

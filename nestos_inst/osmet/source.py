@@ -1,4 +1,4 @@
-"""osmet as an install image source (compat-spec §7.2 steps 3–4, §9.4).
+"""osmet as an install image source (docs/compat.md#image-source, #osmet-unpack).
 
 `OsmetSource` satisfies the download helper's `ImageSource` protocol structurally: the
 bytes it serves are the raw rebuilt disk image (the decompressor sniffs them as raw),

@@ -1,4 +1,4 @@
-"""Rebuild a disk image from an osmet file plus an OSTree repo (compat-spec §9.4).
+"""Rebuild a disk image from an osmet file plus an OSTree repo (docs/compat.md#osmet-unpack).
 
 The image is produced by a worker thread (xz decode, object reads, SHA-256) and handed
 to the reader through a bounded queue, so decoding and writing use both cores. Size
@@ -136,7 +136,7 @@ def _from_object(repo: Path, obj: bytes, logical: int, length: int, chunk: int) 
 
 
 def verified(osmet_file: OsmetFile, repo: Path, chunk: int = CHUNK) -> Iterator[bytes]:
-    """`generate` plus the size and digest checks of §9.4."""
+    """`generate` plus the size and digest checks of docs/compat.md#osmet-unpack."""
     digest = hashlib.sha256()
     total = 0
     for data in generate(osmet_file, repo, chunk):

@@ -1,4 +1,5 @@
-"""Kernel command line → one install-config layer (compat-spec §8.1, §8.5).
+"""Kernel command line → one install-config layer (docs/compat.md#service-kernel-arguments,
+#service-flow).
 
 The service never builds an argv: each `nestos.inst.*` / `coreos.inst.*` karg maps
 straight to a config key (kebab-case, as in installer.d YAML files), so the result is

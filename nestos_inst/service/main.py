@@ -1,4 +1,4 @@
-"""The install service (compat-spec §8.5) without building an argv.
+"""The install service (docs/compat.md#service-flow) without building an argv.
 
 installer.d files (in name order, CoreOS dir first so NestOS files override it) and
 then the kernel command line are merged by the install helper's `merge_layers`, so

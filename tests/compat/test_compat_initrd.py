@@ -1,4 +1,4 @@
-"""Upstream's initrd fixtures (compat-spec §10.1, §10.4 initrd rows, §10.5 dev-initrd.sh)."""
+"""Upstream's initrd fixtures (docs/compat.md#reference-results)."""
 
 from __future__ import annotations
 

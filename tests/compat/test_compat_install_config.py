@@ -1,4 +1,4 @@
-"""Upstream's installer config snippets parse and merge (§7.9)."""
+"""Upstream's installer config snippets parse and merge (docs/compat.md#install-config-files)."""
 
 from __future__ import annotations
 

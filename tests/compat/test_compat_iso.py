@@ -1,4 +1,4 @@
-"""Every ISO operation against the upstream fixtures (compat-spec §10.2-§10.5).
+"""Every ISO operation against the upstream fixtures (docs/compat.md#reference-results).
 
 The fixtures are read-only and never copied into the repo: each is `xz -dc`'d into a
 temp dir. Without the fixture tree the whole module skips with a visible reason.
@@ -84,7 +84,8 @@ FACTS: dict[str, tuple[int, str, tuple[int, int], int | None, list[int], str | N
     ),
 }
 
-# §10.3 [derived]: ignition embed, network embed -k b -k a, kargs -a foobar=oldval -a dodo,
+# docs/compat.md#reference-results [derived]: ignition embed, network embed -k b -k a, kargs -a
+# foobar=oldval -a dodo,
 # kargs -a foobar=val.
 HASHES: dict[str, tuple[str, str | None, str | None, str | None]] = {
     "2020-09": (

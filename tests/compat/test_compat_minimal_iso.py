@@ -1,5 +1,5 @@
 """`iso extract minimal-iso` / `pack minimal-iso` against the upstream fixtures
-(compat-spec §4.6, §10.2 miniso rows, §10.3 reference hashes, §10.5 script)."""
+(docs/compat.md#minimal-iso, #reference-results)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.compat
 URL = "https://example.com/rootfs"
 NEW_DEFAULT = "mitigations=auto,nosmt ignition.firstboot ignition.platform.id=metal"
 
-# name: (plain, --rootfs-url) output hashes, §10.3 [derived]
+# name: (plain, --rootfs-url) output hashes, docs/compat.md#reference-results [derived]
 HASHES = {
     "2021-12": (
         "6158ad215448979f51c49e418efe02c04020467adeb99530b33b17c967f5cc43",
@@ -34,7 +34,8 @@ HASHES = {
         "f4e1cb87aeb8eb24fcfd022c32c0fc6559795785a75b2ff5994878cce8daecbd",
     ),
 }
-# name: (app_version, entries, digest of the minimal ISO, minimal ISO size), §10.2
+# name: (app_version, entries, digest of the minimal ISO, minimal ISO size),
+# docs/compat.md#reference-results
 MINISO = {
     "2021-12": (
         "0.11.0",

@@ -196,7 +196,7 @@ def build_live_iso(path: Path, spec: LiveIsoSpec | None = None) -> LiveIso:
 
 
 def write_karg_header(path: Path, length: int, default: int, offsets: Sequence[int]) -> None:
-    """The 72-byte legacy `coreKarg` header in the system area (§1.3)."""
+    """The 72-byte legacy `coreKarg` header in the system area (docs/compat.md#iso-embed-areas)."""
     slots = list(offsets) + [0] * (6 - len(offsets))
     header = b"coreKarg" + struct.pack("<8Q", length, default, *slots)
     with open(path, "r+b") as f:

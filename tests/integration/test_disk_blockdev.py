@@ -355,7 +355,8 @@ def test_whole_disk_mounted(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -
 
 
 def test_4kn_save_and_merge(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """§7.4 on a 4Kn device: image 1,2,4 + saved 4 and 5 renumbered to 5 and 6."""
+    """docs/compat.md#saved-partitions on a 4Kn device: image 1,2,4 + saved 4 and 5 renumbered to 5
+    and 6."""
     per_mib = MIB // 4096
     disk = make_image(
         tmp_path / "disk.img",

@@ -320,7 +320,8 @@ def test_install_offline_bit_for_bit(packed: PackedImage, tmp_path: Path) -> Non
 
 
 def test_install_uses_osmet_automatically(packed: PackedImage, tmp_path: Path) -> None:
-    """No --offline, no --stream/--image-*: a matching osmet file is used (§7.2 step 4)."""
+    """No --offline, no --stream/--image-*: a matching osmet file is used
+    (docs/compat.md#image-source)."""
     if packed.image.sector_size != 512:
         pytest.skip("one sector size is enough for source selection")
     image = packed.image

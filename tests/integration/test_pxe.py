@@ -310,7 +310,7 @@ def test_missing_input_file(tmp_path: Path) -> None:
     assert "No such file or directory (os error 2)" in err
 
 
-# --- SIGPIPE rules (§12.1) -------------------------------------------------------------
+# --- SIGPIPE rules (docs/compat.md#exit-codes) ----------------------------------------------------
 
 
 def _closed_pipe_run(args: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:

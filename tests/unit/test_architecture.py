@@ -14,6 +14,7 @@ still be an offence (the list only shrinks) and nothing outside it may offend.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,3 +289,29 @@ def test_the_patch_finder_finds_patches() -> None:
         "assigns private client._pool",
         "setattr on httpcore",
     ]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_compat_citations_resolve_and_stay_in_the_repo() -> None:
+    """Code, tests and docs cite sections of docs/compat.md by anchor; each exists, and no
+    document outside the repository is cited."""
+    root = PKG.parent
+    doc = (root / "docs" / "compat.md").read_text(encoding="utf-8")
+    anchors = {_anchor(h) for h in re.findall(r"^#{2,4} (.+)$", doc, flags=re.M)}
+    cited: set[str] = set()
+    for top in ("nestos_inst", "tests", "docs", "bench"):
+        for path in (root / top).rglob("*"):
+            if path.suffix not in (".py", ".md") or not path.is_file():
+                continue
+            text = path.read_text(encoding="utf-8")
+            assert "compat" + "-spec" not in text, path
+            for m in re.finditer(r"docs/compat\.md#([\w-]+)((?:, #[\w-]+)*)", text):
+                cited.add(m.group(1))
+                cited.update(re.findall(r"#([\w-]+)", m.group(2)))
+    assert cited
+    assert cited - anchors == set()

@@ -1,4 +1,5 @@
-"""Kernel command line → install config (compat-spec §8.1, §8.5, §7.9 precedence)."""
+"""Kernel command line → install config (docs/compat.md#service-kernel-arguments, #service-flow,
+#install-config-files precedence)."""
 
 from __future__ import annotations
 
@@ -263,7 +264,7 @@ def test_any_karg_mix_builds_a_config_or_names_the_problem(args: list[str]) -> N
         assert format_chain(e).startswith("Error: ")
 
 
-# ---- config files + kargs (§7.9 precedence) ---------------------------------------
+# ---- config files + kargs (docs/compat.md#install-config-files precedence) -----------------------
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""newc reader/writer (compat-spec §1.8, §3.3)."""
+"""newc reader/writer (docs/compat.md#initrd-archive-format, #initrd-reader)."""
 
 from __future__ import annotations
 

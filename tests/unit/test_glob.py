@@ -1,4 +1,4 @@
-"""Glob semantics of Rust's glob crate (compat-spec §3.3, §7.4)."""
+"""Glob semantics of Rust's glob crate (docs/compat.md#initrd-reader, #saved-partitions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Parsers for lsblk/blkid/udev text (§10.4 blockdev lsblk_split, blkid_split*)."""
+"""Parsers for lsblk/blkid/udev text (docs/compat.md#reference-results blockdev lsblk_split,
+blkid_split*)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""§10.4 blockdev expectations on the upstream disk fixtures (skipped without them)."""
+"""docs/compat.md#reference-results blockdev expectations on the upstream disk fixtures (skipped
+without them)."""
 
 from __future__ import annotations
 

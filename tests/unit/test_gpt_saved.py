@@ -1,4 +1,5 @@
-"""Saved partitions (§7.4, §7.10, §10.4 test_saved_partitions) on sparse image files."""
+"""Saved partitions (docs/compat.md#saved-partitions, #wipe-on-error, #reference-results
+test_saved_partitions) on sparse image files."""
 
 from __future__ import annotations
 

@@ -172,7 +172,8 @@ def test_url_source_image_404(signing_key: SigningKey) -> None:
 @pytest.mark.compat
 @pytest.mark.parametrize("name", ["1M", "1M.gz", "1M.xz", "1M.zst"])
 def test_upstream_signature_checks(upstream: Path, tmp_path: Path, name: str) -> None:
-    """§10.4 download `test_signature_checks` through FileSource + open_verified."""
+    """docs/compat.md#reference-results download `test_signature_checks` through FileSource +
+    open_verified."""
     vdir = upstream / "verify"
     key = vdir / "test-key.pub.asc"
     data = bytes(1 << 20) if name == "1M" else (vdir / name).read_bytes()

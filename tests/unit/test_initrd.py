@@ -1,4 +1,4 @@
-"""The initrd reader and writer (compat-spec §1.8, §3.3)."""
+"""The initrd reader and writer (docs/compat.md#initrd-archive-format, #initrd-reader)."""
 
 from __future__ import annotations
 

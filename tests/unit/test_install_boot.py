@@ -1,4 +1,5 @@
-"""/boot post-processing (§7.6) on a plain directory laid out like the boot fs."""
+"""/boot post-processing (docs/compat.md#boot-edits) on a plain directory laid out like the boot
+fs."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def grub_block(boot: Path) -> list[str]:
     return text[start : text.index(bls.GRUB_END)].splitlines()
 
 
-# ---- grub.cfg block (§10.4 test_update_grub_cfg) ---------------------------------------
+# ---- grub.cfg block (docs/compat.md#reference-results test_update_grub_cfg) ----------------------
 
 
 @pytest.mark.parametrize("existing", [[], ["old"], ["old1", "old 2"]])

@@ -1,4 +1,5 @@
-"""The options table, InstallConfig validation and the §7.9 merge semantics."""
+"""The options table, InstallConfig validation and the docs/compat.md#install-config-files merge
+semantics."""
 
 from __future__ import annotations
 

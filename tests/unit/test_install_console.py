@@ -1,4 +1,4 @@
-"""Console specs (§7.7) and Ignition digests (§6.5)."""
+"""Console specs (docs/compat.md#consoles) and Ignition digests (docs/compat.md#ignition-hash)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The karg editor (§2.2 vectors) and the slot encoding (§2.1)."""
+"""The karg editor (docs/compat.md#karg-editor vectors) and the slot encoding
+(docs/compat.md#karg-areas)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""httpx client: retries (§5.5), resume with Range/If-Range, restart when Range is ignored."""
+"""httpx client: retries (docs/compat.md#http-retries), resume with Range/If-Range, restart when
+Range is ignored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Stream metadata: URL resolution, models, lookup, list-stream table (§5.1–§5.3)."""
+"""Stream metadata: URL resolution, models, lookup, list-stream table
+(docs/compat.md#stream-metadata, #list-stream)."""
 
 from __future__ import annotations
 

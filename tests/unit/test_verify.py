@@ -1,4 +1,5 @@
-"""GPGME streaming verification: upstream vectors (§6.2) and per-session real keys."""
+"""GPGME streaming verification: upstream vectors (docs/compat.md#signatures) and per-session real
+keys."""
 
 from __future__ import annotations
 
