@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from .io.kernel import Writeback
 from .io.pipeline import copy_to_fd, write_all
 from .profile import DEFAULT
 from .progress import Progress
+from .report import say, write
 from .sources import ImageSource, UrlSource, VerifiedReader, stream_sources
 from .verify import PreparedHome, StreamVerifier, verify_file
 
@@ -78,7 +78,7 @@ def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bo
                 digest.update(block)
         if digest.hexdigest() != src.sha256:
             return False
-    sys.stderr.write(result.status_text)
+    write(result.status_text)
     return True
 
 
@@ -100,7 +100,7 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
             if sig is None:
                 if not opts.insecure:
                     raise NestosError("--insecure not specified and signature not found")
-                sys.stderr.write("Signature not found; skipping verification as requested\n")
+                say("Signature not found; skipping verification as requested")
             elif not opts.decompress and _already_there(src, out, sig, opts):
                 return out
             verifier = None

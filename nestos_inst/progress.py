@@ -1,73 +1,28 @@
 """Progress reporting for long reads (docs/compat.md#progress) plus pluggable sinks.
 
-The text goes to stderr only (stdout carries results). Extra sinks receive a
-ProgressEvent; service mode registers one that writes structured journal fields.
+The text goes to the reporter's stream (stderr; stdout carries results) and each
+ProgressEvent to the reporter's sinks: service mode registers one that writes
+structured journal fields (nestos_inst.report).
 """
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TextIO
 
-_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+from .report import ProgressEvent, format_size, reporter
+
+__all__ = ["Progress", "ProgressEvent", "add_sink", "format_size", "remove_sink"]
 
 
-def format_size(n: int) -> str:
-    """Binary units with one decimal; plain bytes below 1 KiB (`512 B`)."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    unit = "B"
-    for u in _UNITS:
-        if value < 1024:
-            break
-        value /= 1024
-        unit = u
-    return f"{value:.1f} {unit}"
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One report: what is being read, how far, out of how much (if known)."""
-
-    stage: str
-    kind: str
-    done: int
-    total: int | None
-    final: bool
-
-    @property
-    def percent(self) -> int | None:
-        if not self.total:
-            return None
-        return min(100, self.done * 100 // self.total)
-
-    def text(self) -> str:
-        pct = self.percent
-        if self.total and pct is not None:
-            return f"Read {self.kind} {format_size(self.done)}/{format_size(self.total)} ({pct}%)"
-        return f"Read {self.kind} {format_size(self.done)}"
-
-
-Sink = Callable[[ProgressEvent], None]
-_sinks: list[Sink] = []
-_sinks_lock = threading.Lock()
-
-
-def add_sink(sink: Sink) -> None:
+def add_sink(sink: Callable[[ProgressEvent], None]) -> None:
     """Also send every report to `sink` (e.g. the journal in service mode)."""
-    with _sinks_lock:
-        _sinks.append(sink)
+    reporter().add_sink(sink)
 
 
-def remove_sink(sink: Sink) -> None:
-    with _sinks_lock:
-        if sink in _sinks:
-            _sinks.remove(sink)
+def remove_sink(sink: Callable[[ProgressEvent], None]) -> None:
+    reporter().remove_sink(sink)
 
 
 class Progress:
@@ -86,7 +41,7 @@ class Progress:
         self.kind = kind
         self.total = total if total else None
         self.stage = stage
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream if stream is not None else reporter().stream
         self.clock = clock
         self.interval = interval
         self.pos = 0
@@ -124,7 +79,4 @@ class Progress:
         else:
             self.stream.write(ev.text() + "\n")
         self.stream.flush()
-        with _sinks_lock:
-            sinks = list(_sinks)
-        for sink in sinks:
-            sink(ev)
+        reporter().event(ev)

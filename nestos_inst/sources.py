@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from .io.pipeline import write_all
 from .net import http
 from .profile import DEFAULT, Profile
 from .progress import Progress
+from .report import say, write
 from .verify import FAILURE, StreamVerifier, VerifyResult
 
 SIGNATURE_LIMIT = 1 << 20
@@ -106,10 +106,10 @@ class FileSource:
             with open(self.sig_path, "rb") as f:
                 data = f.read(SIGNATURE_LIMIT + 1)
         except OSError as exc:
-            sys.stderr.write(f"Couldn't read signature file: {describe(exc)}\n")
+            say(f"Couldn't read signature file: {describe(exc)}")
             return None
         if len(data) > SIGNATURE_LIMIT:
-            sys.stderr.write("Couldn't read signature file: file too large\n")
+            say("Couldn't read signature file: file too large")
             return None
         return data
 
@@ -203,7 +203,7 @@ class UrlSource:
                     f"\n    {i}: {m}" if len(msgs) > 2 else f"\n    {m}"
                     for i, m in enumerate(msgs[1:])
                 )
-            sys.stderr.write(text + "\n")
+            say(text)
             return None
 
 
@@ -253,7 +253,7 @@ class VerifiedReader(io.RawIOBase):
     """The source's bytes, fed on the fly to GPG, sha256 and progress.
 
     Read it to the end, then call finish(): it drains anything left (so GPG always
-    sees the whole artifact), forwards gpg-like status lines to stderr and raises
+    sees the whole artifact), forwards gpg-like status lines to the reporter and raises
     VerifyError when the signature or the sha256 does not match.
     """
 
@@ -373,8 +373,7 @@ class VerifiedReader(io.RawIOBase):
             result = self._verifier.finish()
             self.result = result
             if result.status_text:
-                sys.stderr.write(result.status_text)
-                sys.stderr.flush()
+                write(result.status_text)
             if not result.ok:
                 raise VerifyError(FAILURE) from VerifyError(result.reason or "bad signature")
         if self._hash is not None and self._want_sha is not None:
@@ -437,7 +436,7 @@ def open_verified(
     if sig is None:
         if not insecure:
             raise NestosError("--insecure not specified and signature not found")
-        sys.stderr.write("Signature not found; skipping verification as requested\n")
+        say("Signature not found; skipping verification as requested")
     verifier = StreamVerifier(sig, keyrings) if sig is not None else None
     try:
         raw = source.open()

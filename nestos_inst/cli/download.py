@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..net.retries import parse_retries
 from ..profile import DEFAULT
+from ..report import say
 from .common import restore_sigpipe
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         stream_base_url=args.stream_base_url,
         retries=args.fetch_retries,
     )
-    sys.stderr.write(sources[0].description + "\n")
+    say(sources[0].description)
     for src in sources:
         path = download_artifact(src, opts)
         # Printed like upstream's Path::join: `-C .` gives `./name`.

@@ -15,6 +15,7 @@ from ..formats.embed import IsoConfig, find_karg_areas
 from ..formats.iso9660 import IsoFs
 from ..io.files import IGNITION_LIMIT, KEYFILE_LIMIT, read_limited
 from ..media import iso as media
+from ..report import say
 from .common import binary_stdout, restore_sigpipe
 from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
@@ -82,8 +83,7 @@ def cmd_ignition_remove(args: argparse.Namespace) -> None:
 
 
 def _deprecated(old: str, new: str) -> None:
-    sys.stderr.write(f"`{old}` is deprecated; use `{new}`.  Continuing.\n")
-    sys.stderr.flush()
+    say(f"`{old}` is deprecated; use `{new}`.  Continuing.")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:

@@ -15,7 +15,6 @@ import logging
 import os
 import stat
 import struct
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import FormatError, NestosError
+from ..report import say
 from ..run import run
 from .gpt import GPT, NoGPTError
 
@@ -313,7 +313,7 @@ def check_exclusive(dev: str) -> None:
 
     An O_EXCL open fails with EBUSY while anything holds the disk or a partition; then
     BLKRRPART (as upstream does) catches what O_EXCL cannot. On failure the busy
-    partitions are listed on stderr.
+    partitions are reported (nestos_inst.report).
     """
     real = os.path.realpath(dev)
     failure: OSError | None = None
@@ -339,9 +339,9 @@ def check_exclusive(dev: str) -> None:
         return
     busy = busy_partitions(real)
     if busy:
-        print(f"Partitions in use on {dev}:", file=sys.stderr)
+        say(f"Partitions in use on {dev}:")
         for line in busy:
-            print(line, file=sys.stderr)
+            say(line)
         raise NestosError("found busy partitions")
     if os.path.basename(real).startswith("dm-"):
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ..errors import FormatError, NestosError
 from ..formats.glob import compile_glob
+from ..report import say
 from .gpt import GPT, NoGPTError, Partition, Target, has_mbr_signature, pwrite, zero_boot_code
 
 _U32_MAX = 0xFFFFFFFF
@@ -222,10 +222,7 @@ class SavedPartitions:
         for part in self.entries:
             nxt = max(nxt, part.number)
             gpt.add(dataclasses.replace(part, number=nxt))
-            print(
-                f'Saving partition {part.number} ("{part.name}") to new partition {nxt}',
-                file=sys.stderr,
-            )
+            say(f'Saving partition {part.number} ("{part.name}") to new partition {nxt}')
             nxt += 1
         pieces = gpt.to_bytes(self.disk_size)  # raises before any write on overlap
         pwrite(fd, image_first_mib[:ss], 0)

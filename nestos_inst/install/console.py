@@ -8,13 +8,13 @@ asking users to hand-write both.
 from __future__ import annotations
 
 import re
-import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from ..errors import NestosError
+from ..report import write
 
 _SERIAL = re.compile(r"(ttyS|ttyAMA)(\d+)(?:,(\d+)(?:([noe])([5-8])?)?)?")
 _GRAPHICAL = frozenset({"tty0", "hvc0", "ttysclp0"})
@@ -112,9 +112,12 @@ def console_hint(
         f'Note: consider using "{new}" instead of "{old}" to configure both kernel '
         "and bootloader consoles."
     )
-    out = stream if stream is not None else sys.stderr
-    out.write("\n" + _wrap_pairs(text, 80) + "\n\n")
-    out.flush()
+    message = "\n" + _wrap_pairs(text, 80) + "\n\n"
+    if stream is None:
+        write(message)
+    else:
+        stream.write(message)
+        stream.flush()
     return True
 
 

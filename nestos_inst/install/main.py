@@ -29,6 +29,7 @@ from ..io.files import KEYRING_LIMIT, read_limited
 from ..options import default_architecture
 from ..profile import NESTOS, Profile
 from ..progress import Progress
+from ..report import say, write
 from .config import InstallConfig, check_conflicts
 from .ignition import check_ignition_url, check_json, read_ignition_file
 from .postinstall import BootEdits, apply
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
     from ..sources import ImageReader, ImageSource
 
 BOOT_LABEL = "boot"
-
-
-def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 @dataclass
@@ -185,7 +181,7 @@ def _stream_format(target: Target) -> str:
     if ss == 4096:
         return "4k.raw.xz"
     if ss != 512:
-        _say(f"Found non-standard sector size {ss} for {target.path}, assuming 512b-compatible")
+        say(f"Found non-standard sector size {ss} for {target.path}, assuming 512b-compatible")
     return "raw.xz"
 
 
@@ -339,7 +335,7 @@ def execute(plan: Plan) -> None:
     from ..disk.saved import SavedPartitions
 
     cfg, target = plan.cfg, plan.target
-    _say(plan.source.description)
+    say(plan.source.description)
     progress = Progress(plan.source.artifact_type, plan.source.length)
     reader: ImageReader
     if plan.needs_signature:
@@ -384,7 +380,7 @@ def execute(plan: Plan) -> None:
             _fail(plan, fd, saved, exc, sector_size)
             raise NestosError("install failed") from None
     _check_duplicate_boot(target)
-    _say("Install complete.")
+    say("Install complete.")
 
 
 class _Counting(io.RawIOBase):
@@ -475,16 +471,15 @@ def _fail(
     from ..disk import blockdev
     from ..disk.saved import wipe_partition_table
 
-    sys.stderr.write("\n" + format_chain(exc) + "\n\n")
-    sys.stderr.flush()
+    write("\n" + format_chain(exc) + "\n\n")
     target = plan.target
     if plan.cfg.preserve_on_error:
-        _say("Preserving partition table as requested")
+        say("Preserving partition table as requested")
         if saved.entries:
             path = saved.stash()
-            _say(f"Storing saved partition entries to {path}")
+            say(f"Storing saved partition entries to {path}")
         return
-    _say("Resetting partition table")
+    say("Resetting partition table")
     if target.is_file and target.size == 0:
         # The file was empty: give it back empty.
         with contextlib.suppress(OSError):
@@ -501,7 +496,7 @@ def _fail(
     except Exception as wipe_exc:
         err = NestosError("resetting partition table")
         err.__cause__ = wipe_exc
-        sys.stderr.write(format_chain(err) + "\n")
+        write(format_chain(err) + "\n")
 
 
 # ---- docs/compat.md#after-install duplicate boot filesystems -------------------------------------
@@ -523,14 +518,13 @@ def _check_duplicate_boot(target: Target) -> None:
     try:
         others = _boot_filesystems(target)
     except Exception as exc:
-        _say(f"checking filesystems labeled 'boot': {exc}")
+        say(f"checking filesystems labeled 'boot': {exc}")
         return
     if not others:
         return
     from ..disk.blockdev import duplicate_label_note
 
-    sys.stderr.write(duplicate_label_note(others, BOOT_LABEL))
-    sys.stderr.flush()
+    write(duplicate_label_note(others, BOOT_LABEL))
 
 
 def _boot_filesystems(target: Target) -> list[str]:

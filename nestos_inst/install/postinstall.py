@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import stat
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..errors import NestosError
 from ..io.files import METADATA_LIMIT, read_limited
 from ..io.pipeline import write_all
 from ..profile import ALL, Profile
+from ..report import say
 from . import bls
 from .console import Console, console_hint, grub_commands
 from .ignition import IgnitionHash
@@ -107,11 +107,6 @@ class BootEdits:
             self.ignition_hash.verify(self.ignition)
 
 
-def _say(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
 def load_platforms(boot: Path, profile: Profile) -> Platforms:
     """The profile's platforms.json, falling back to the other brands'; absent → {}."""
     candidates = [profile.platforms_json] + [
@@ -172,7 +167,7 @@ def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
     """Apply `edits` to the boot filesystem mounted at `boot`, in upstream's order."""
     profile = boot_profile(boot, profile)
     if edits.ignition is not None:
-        _say("Writing Ignition config")
+        say("Writing Ignition config")
         edits.check_ignition_hash()
         write_ignition(boot, edits.ignition)
 
@@ -185,7 +180,7 @@ def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
         return platforms
 
     if edits.platform and edits.platform != "metal":
-        _say(f"Setting platform to {edits.platform}")
+        say(f"Setting platform to {edits.platform}")
         bls.set_platform(boot, edits.platform)
         if not edits.consoles:
             metal = _pget(pj(), "metal", "kernel_arguments")
@@ -194,7 +189,7 @@ def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
                 bls.edit_kargs(boot, delete=metal, append=wanted)
 
     if edits.consoles:
-        _say("Configuring console settings")
+        say("Configuring console settings")
         bls.edit_kargs(
             boot,
             delete=_pget(pj(), "metal", "kernel_arguments"),
@@ -202,11 +197,11 @@ def apply(boot: Path, edits: BootEdits, profile: Profile) -> None:
         )
 
     if edits.firstboot_args:
-        _say("Writing first-boot kernel arguments")
+        say("Writing first-boot kernel arguments")
         write_firstboot_args(boot, edits.firstboot_args)
 
     if edits.append_karg or edits.delete_karg:
-        _say("Modifying kernel arguments")
+        say("Modifying kernel arguments")
         console_hint(edits.append_karg)
         bls.edit_kargs(boot, delete=edits.delete_karg, append=edits.append_karg)
 
@@ -263,7 +258,7 @@ def write_firstboot_args(boot: Path, args: str) -> None:
 
 def copy_network(src: Path, dest: Path) -> None:
     """Copy the regular files (symlinks followed) of `src`; subdirectories ignored."""
-    _say(f"Copying networking configuration from {src}")
+    say(f"Copying networking configuration from {src}")
     try:
         names = sorted(os.listdir(src))
     except OSError as exc:
@@ -280,7 +275,7 @@ def copy_network(src: Path, dest: Path) -> None:
                 continue
         except OSError as exc:
             raise NestosError(f"getting file type of {path}") from exc
-        _say(f"Copying {path} to installed system")
+        say(f"Copying {path} to installed system")
         target = dest / name
         try:
             with open(path, "rb") as fin:

@@ -30,7 +30,6 @@ import os
 import re
 import select
 import ssl
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import httpx
 
 from ..errors import NestosError, describe
 from ..io.kernel import Fanout, zero_copy_available
+from ..report import say
 from .plain import PlainStream, plain_http_transport
 from .retries import parse_retries
 
@@ -86,9 +86,8 @@ class Budget:
 
     async def backoff(self, url: str, error: str) -> None:
         self.used += 1
-        sys.stderr.write(f"Error fetching '{url}': {error}\n")
-        sys.stderr.write(f"Sleeping {self.delay:g}s and retrying...\n")
-        sys.stderr.flush()
+        say(f"Error fetching '{url}': {error}")
+        say(f"Sleeping {self.delay:g}s and retrying...")
         await self.sleep(self.delay * self.scale)
         self.delay = min(self.delay * 2, MAX_DELAY)
 

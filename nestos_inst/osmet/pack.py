@@ -14,7 +14,6 @@ import lzma
 import os
 import platform
 import stat
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,16 +26,13 @@ from ..disk.blockdev import PartInfo
 from ..disk.mount import mount_private
 from ..errors import FormatError, NestosError, UsageError, context
 from ..profile import DEFAULT
+from ..report import say
 from .fiemap import fiemap_path
 from .format import Extent, Header, Mapping, Osmet, OsmetFile, Partition, read_file, validate
 from .unpack import generate
 
 BOOT_FILE_MIN = 1024
 CHUNK = 1 << 20
-
-
-def _eprint(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------- canonicalize
@@ -246,18 +242,18 @@ def pack(
     with mount_ro(boot_part) as boot, mount_ro(root_part) as root:
         boot_files = prescan_boot(boot)
         rscan = scan_root(root, boot_files)
-        _eprint(
+        say(
             f"Total OSTree objects scanned from /root: {rscan.scanned} "
             f"({rscan.scanned - rscan.empty} mapped, {rscan.empty} empty)"
         )
-        _eprint(f"Total OSTree objects found in /boot: {len(rscan.boot_matches)}")
+        say(f"Total OSTree objects found in /boot: {len(rscan.boot_matches)}")
         boot_mappings = scan_boot(rscan.boot_matches)
         root_maps, dropped_r, clamped_r = canonicalize(rscan.mappings)
         boot_maps, dropped_b, clamped_b = canonicalize(boot_mappings)
-        _eprint(f"Duplicate extents dropped: {dropped_r + dropped_b}")
-        _eprint(f"Overlapping extents clamped: {clamped_r + clamped_b}")
-        _eprint(f"Total /root extents: {len(root_maps)}")
-        _eprint(f"Total /boot extents: {len(boot_maps)}")
+        say(f"Duplicate extents dropped: {dropped_r + dropped_b}")
+        say(f"Overlapping extents clamped: {clamped_r + clamped_b}")
+        say(f"Total /root extents: {len(root_maps)}")
+        say(f"Total /boot extents: {len(boot_maps)}")
         partitions = sorted(
             (
                 Partition(boot_part.start, boot_part.start + boot_part.size, tuple(boot_maps)),
@@ -283,7 +279,7 @@ def pack(
             )
         tmp = Path(tmpname)
         try:
-            _eprint("Packing image")
+            say("Packing image")
             try:
                 with os.fdopen(fd, "wb") as out, device.open("rb", buffering=1 << 20) as dev:
                     out.write(header.encode())
@@ -300,10 +296,10 @@ def pack(
                     f"bytes written + skipped != block device size: {written} + {skipped} "
                     f"vs {disk_size}"
                 )
-            _eprint(f"Total bytes skipped: {skipped}")
-            _eprint(f"Total bytes written: {written}")
-            _eprint(f"Total bytes written (compressed): {compressed}")
-            _eprint("Verifying that repacked image matches digest")
+            say(f"Total bytes skipped: {skipped}")
+            say(f"Total bytes written: {written}")
+            say(f"Total bytes written (compressed): {compressed}")
+            say("Verifying that repacked image matches digest")
             _verify(read_file(tmp), root / "ostree" / "repo", checksum)
             with context(f"renaming {tmp} to {output_path}"):
                 tmp.replace(output_path)
@@ -311,7 +307,7 @@ def pack(
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-    _eprint("Packing successful!")
+    say("Packing successful!")
 
 
 def _verify(osmet_file: OsmetFile, repo: Path, checksum: str) -> None:

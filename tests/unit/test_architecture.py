@@ -291,6 +291,21 @@ def test_the_patch_finder_finds_patches() -> None:
     ]
 
 
+def test_only_the_front_end_and_the_reporter_touch_stderr() -> None:
+    """Library code reports through nestos_inst.report (one reporter object)."""
+    allowed = {"nestos_inst.report", "nestos_inst.__main__"}
+    found = []
+    for module, tree in _trees():
+        if module in allowed or module.startswith("nestos_inst.cli"):
+            continue
+        found += [
+            f"{module}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.stderr"
+        ]
+    assert found == []
+
+
 def _anchor(heading: str) -> str:
     """GitHub's anchor for a Markdown heading."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
