@@ -1,4 +1,4 @@
-"""`install`: argparse generated from the options table (nestos_inst/options.py).
+"""`install`: argparse generated from the options table (nestos_inst/install/options.py).
 
 Only options actually given end up in the namespace (defaults are SUPPRESSed), so the
 command line becomes one merge layer on top of the config files, exactly like any
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..options import Option
+    from ..install.options import Option
     from . import Registry
 
 DESCRIPTION = """\
@@ -33,7 +33,7 @@ last, after verification. On failure the partition table is wiped
 
 def _arg_type(opt: Option) -> Callable[[str], Any]:
     """argparse type: the option's one parser; a bad value is a usage error (exit 2)."""
-    from ..options import parse_value
+    from ..install.options import parse_value
 
     def parse(text: str) -> Any:
         try:
@@ -47,7 +47,7 @@ def _arg_type(opt: Option) -> Callable[[str], Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every install option from the table, plus -c/--config-file."""
-    from ..options import OPTIONS, groups
+    from ..install.options import OPTIONS, groups
 
     parser.add_argument(
         "-c",
@@ -92,7 +92,7 @@ def _add(target: Any, opt: Option) -> None:
 
 def cli_layer(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line, by field name."""
-    from ..options import BY_FIELD
+    from ..install.options import BY_FIELD
 
     out: dict[str, Any] = {}
     for name, value in vars(args).items():
@@ -137,7 +137,7 @@ def register(reg: Registry) -> None:
 
 
 def _example_config(args: argparse.Namespace) -> int:
-    from ..options import example_config
+    from ..install.options import example_config
 
     sys.stdout.write(example_config())
     return 0

@@ -24,6 +24,7 @@ from typing import NoReturn
 from ..errors import FormatError, NestosError
 from ..report import say
 from ..run import run
+from . import udev
 from .gpt import GPT, NoGPTError
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,6 @@ BLKPG_DEL_PARTITION = 2
 # padded to 152 bytes by the C ABI (the kernel copies the padded size).
 _BLKPG_PART = struct.Struct("qqi64s64s4x")
 
-SYS_BLOCK = Path("/sys/class/block")
-UDEV_DATA = Path("/run/udev/data")
-UDEV_CONTROL = Path("/run/udev/control")
 
 REREAD_TRIES = 20
 REREAD_DELAY = 0.1
@@ -84,45 +82,14 @@ def device_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)
 
 
-# ---- sysfs view ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class KernelPartition:
-    """A partition the kernel currently knows (sysfs); offsets in bytes."""
-
-    name: str
-    number: int
-    start: int
-    size: int
-    devno: str  # "MAJ:MIN"
-
-    @property
-    def path(self) -> str:
-        return f"/dev/{self.name}"
-
-
-def _disk_name(dev: str) -> str:
-    return os.path.basename(os.path.realpath(dev))
+# ---- sysfs / udev view ---------------------------------------------------------------
+# A partition the kernel currently knows; offsets in bytes (enumerated in disk/udev.py).
+KernelPartition = udev.BlockPartition
 
 
 def kernel_partitions(dev: str) -> list[KernelPartition]:
     """Partitions of `dev` that have kernel nodes, sorted by number."""
-    base = SYS_BLOCK / _disk_name(dev)
-    out: list[KernelPartition] = []
-    try:
-        children = list(base.iterdir())
-    except OSError:
-        return out
-    for child in children:
-        try:
-            number = int((child / "partition").read_text())
-            start = int((child / "start").read_text()) * 512
-            size = int((child / "size").read_text()) * 512
-            devno = (child / "dev").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        out.append(KernelPartition(child.name, number, start, size, devno))
-    out.sort(key=lambda p: p.number)
-    return out
+    return udev.partitions(dev)
 
 
 def partition_path(dev: str, number: int) -> str:
@@ -234,7 +201,7 @@ def reread_partitions(dev: str, gpt: GPT | None = None) -> None:
 
 def settle() -> None:
     """Wait for udev when it runs; nothing to wait for otherwise (containers, here)."""
-    if UDEV_CONTROL.exists():
+    if udev.udevd_running():
         time.sleep(0.2)
         run(["udevadm", "settle"], check=False)
 
@@ -297,7 +264,7 @@ def busy_partitions(dev: str) -> list[str]:
             lines.append((path, f"    {path} is swap device"))
         elif mps:
             lines.append((path, f"    {path} mounted on {mps[0]}"))
-        holders_dir = SYS_BLOCK / part.name / "holders"
+        holders_dir = udev.SYS_BLOCK / part.name / "holders"
         try:
             holders = sorted(h.name for h in holders_dir.iterdir())
         except OSError:
@@ -408,23 +375,6 @@ def parse_export(text: str) -> dict[str, str]:
     return out
 
 
-def _udev_db(devno: str) -> dict[str, str] | None:
-    path = UDEV_DATA / f"b{devno}"
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    props = parse_export(text)
-    if "ID_FS_TYPE" not in props and "ID_PART_ENTRY_NAME" not in props:
-        return None
-    return {
-        "LABEL": props.get("ID_FS_LABEL", ""),
-        "TYPE": props.get("ID_FS_TYPE", ""),
-        "UUID": props.get("ID_FS_UUID", ""),
-        "PART_ENTRY_NAME": props.get("ID_PART_ENTRY_NAME", ""),
-    }
-
-
 def probe(path: str) -> dict[str, str]:
     """Filesystem facts straight from the device (blkid -p bypasses every cache)."""
     proc = run(["blkid", "-p", "-o", "export", path], check=False)
@@ -435,7 +385,7 @@ def list_partitions(dev: str) -> list[PartInfo]:
     """Partitions of `dev` with label/fstype/uuid: udev data when present, else blkid."""
     out: list[PartInfo] = []
     for part in kernel_partitions(dev):
-        props = _udev_db(part.devno)
+        props = udev.probed_fields(part.devno)
         if props is None:
             props = probe(part.path)
         out.append(
@@ -502,17 +452,13 @@ def attached(path: str | os.PathLike[str], sector_size: int = 512) -> Iterator[s
 # ---- duplicate labels (docs/compat.md#after-install) ---------------------------------------------
 def filesystems_with_label(label: str) -> list[dict[str, str]]:
     """Every filesystem on the system labelled `label` (probed, RAID members excluded,
-    one entry per filesystem UUID)."""
-    listed = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
-    # blkid's order (as upstream reports them), duplicates dropped
-    devices = list(dict.fromkeys(d for d in listed.stdout.decode(errors="replace").split() if d))
-    if not devices:
-        return []
-    probed = run(["blkid", "-p", *devices], check=False)
+    one entry per filesystem UUID): udev's database when it has one, else blkid."""
+    candidates = udev.devices_with_label(label)
+    if candidates is None:
+        candidates = _blkid_all()
     out: list[dict[str, str]] = []
     seen: set[str] = set()
-    for line in probed.stdout.decode(errors="replace").splitlines():
-        fields = parse_blkid_line(line)
+    for fields in candidates:
         if fields.get("LABEL") != label or fields.get("USAGE") == "raid":
             continue
         key = fields.get("UUID") or fields["NAME"]
@@ -521,6 +467,16 @@ def filesystems_with_label(label: str) -> list[dict[str, str]]:
         seen.add(key)
         out.append(fields)
     return out
+
+
+def _blkid_all() -> list[dict[str, str]]:
+    listed = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
+    # blkid's order (as upstream reports them), duplicates dropped
+    devices = list(dict.fromkeys(d for d in listed.stdout.decode(errors="replace").split() if d))
+    if not devices:
+        return []
+    probed = run(["blkid", "-p", *devices], check=False)
+    return [parse_blkid_line(line) for line in probed.stdout.decode(errors="replace").splitlines()]
 
 
 def other_devices_with_label(dest: str, label: str = "boot") -> list[str]:

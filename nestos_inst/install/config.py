@@ -5,7 +5,7 @@ merge typed layers directly, with the same visible semantics
 (docs/compat.md#install-config-files): lists accumulate in layer order, single values
 are last-wins, flags can only be turned on, a value equal to the default never
 overrides anything, and two destination devices are an error. The options themselves,
-their types and their parsers are declared once, in nestos_inst.options.
+their types and their parsers are declared once, in nestos_inst.install.options.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..errors import NestosError
 from ..formats.kargs import shown
 from ..io.files import CONFIG_FILE_LIMIT, read_limited
-from ..options import BY_FIELD, CONFIG_KEYS, CONFLICTS, OPTIONS, InstallConfig, is_default
+from .options import BY_FIELD, CONFIG_KEYS, CONFLICTS, OPTIONS, InstallConfig, is_default
 
 __all__ = ["InstallConfig", "check_conflicts", "load_config_file", "merge_layers"]
 

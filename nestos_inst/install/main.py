@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
 from ..io.files import KEYRING_LIMIT, read_limited
-from ..options import default_architecture
 from ..profile import NESTOS, Profile
 from ..progress import Progress
 from ..report import say, write
 from .config import InstallConfig, check_conflicts
 from .ignition import check_ignition_url, check_json, read_ignition_file
+from .options import default_architecture
 from .postinstall import BootEdits, apply
 from .writer import MiB, write_image
 

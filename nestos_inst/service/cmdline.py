@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NestosError
+from ..install.options import OPTIONS
 from ..io.files import CMDLINE_LIMIT, read_limited
-from ..options import OPTIONS
 from ..profile import ALL, Profile
 
 # First-boot-only network kargs (kernel + dracut); brand-specific ones come from profiles.

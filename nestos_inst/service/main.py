@@ -9,14 +9,12 @@ installer.d directories are removed so a persisted live system cannot loop.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NestosError, format_chain
 from ..profile import ALL, COREOS, NESTOS, Profile
-from ..run import run
 from .cmdline import Cmdline, KargConfig, parse_kargs
 from .journal import JournalReporter
 
@@ -78,20 +76,19 @@ def _describe_image(cfg: InstallConfig) -> str | None:
 
 
 def wait_for_device(dev: str, timeout: float = DEVICE_WAIT_SECONDS) -> None:
-    """Let udev finish, then give slow controllers time to show the disk."""
-    try:
-        run(["udevadm", "settle"], check=False, capture=True)
-    except (OSError, NestosError):
-        pass  # no udevadm (containers): nothing to wait for
-    deadline = time.monotonic() + timeout
-    announced = False
-    while not Path(dev).exists():
-        if time.monotonic() >= deadline:
-            return  # install reports the missing device with its own message
-        if not announced:
-            print(f"Waiting for {dev} to appear...", flush=True)
-            announced = True
-        time.sleep(0.5)
+    """Let udev finish, then give slow controllers time to show the disk.
+
+    With udevd running this sleeps on udev's block events; without it, it polls
+    (disk/udev.py). Either way a disk that never shows up is left for install to
+    report with its own message.
+    """
+    from ..disk import blockdev, udev
+
+    blockdev.settle()
+    if Path(dev).exists():
+        return
+    print(f"Waiting for {dev} to appear...", flush=True)
+    udev.wait_for_node(dev, timeout)
 
 
 def run_service(

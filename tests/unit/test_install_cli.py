@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nestos_inst.options import OPTIONS
+from nestos_inst.install.options import OPTIONS
 from tests.helpers.cli import run_cli
 
 

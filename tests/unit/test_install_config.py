@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError, format_chain
 from nestos_inst.install.config import InstallConfig, load_config_file, merge_layers
-from nestos_inst.options import CONFIG_KEYS, OPTIONS, default_architecture, example_config
+from nestos_inst.install.options import CONFIG_KEYS, OPTIONS, default_architecture, example_config
 
 E3B0 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 

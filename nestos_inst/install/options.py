@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core.core_schema import ValidationInfo
 
-from .errors import NestosError, flat_chain
-from .formats.kargs import check_karg, check_platform, check_text
-from .install.console import Console, parse_console
-from .install.ignition import IgnitionHash
-from .net.retries import INFINITE, FetchRetries, parse_fetch_retries
+from ..errors import NestosError, flat_chain
+from ..formats.kargs import check_karg, check_platform, check_text
+from ..net.retries import INFINITE, FetchRetries, parse_fetch_retries
+from .console import Console, parse_console
+from .ignition import IgnitionHash
 
 Kind = Literal["single", "list", "flag", "positional"]
 
