@@ -127,6 +127,7 @@ class Opt:
     karg: str | None = None  # `<prefix>.<karg>` sets it in service mode
     aliases: tuple[str, ...] = ()  # extra hidden long flags
     example: Any = None  # value used in the generated example config
+    doc: str = ""  # long --help paragraph (empty: `help` is all there is to say)
     field: str = ""
     default: Any = None
 
