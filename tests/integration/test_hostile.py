@@ -253,8 +253,8 @@ def test_full_stdout_is_an_error_line(media: dict[str, Path], tmp_path: Path) ->
 
 
 def test_closed_stdout_pipe(media: dict[str, Path], tmp_path: Path) -> None:
-    """A closed pipe: show-type commands die silently by SIGPIPE (§12), the others
-    report the broken pipe; never a traceback."""
+    """A closed pipe: show-type commands die silently by SIGPIPE
+    (docs/compat.md#exit-codes), the others report the broken pipe; never a traceback."""
     for args in _stdout_commands(media, tmp_path):
         proc = run_to_closed_pipe(args)
         err = proc.stderr.decode()
