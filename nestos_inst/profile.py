@@ -22,6 +22,8 @@ class Profile:
     dest_ignition: str  # where `customize` puts the destination's Ignition config
     customize_doc: str  # Documentation= of the hook units `customize` generates
     iso_dir: str  # "NESTOS" (ISO9660 name of /nestos)
+    live_initramfs_marker: str
+    initrd_features: str
     initrd_network_dir: str  # members etc/<x>-firstboot-network/<file>
     boot_network_dir: str  # /boot/<x>-firstboot-network
     platforms_json: str  # path on /boot
@@ -45,6 +47,8 @@ NESTOS = Profile(
     dest_ignition="/etc/nestos/dest.ign",
     customize_doc="file:/usr/share/doc/nestos-installer/customize.md",
     iso_dir="NESTOS",
+    live_initramfs_marker="etc/nestos-live-initramfs",
+    initrd_features="etc/nestos/features.json",
     initrd_network_dir="etc/nestos-firstboot-network",
     boot_network_dir="nestos-firstboot-network",
     platforms_json="nestos/platforms.json",
@@ -68,6 +72,8 @@ COREOS = Profile(
     dest_ignition="/etc/coreos/dest.ign",
     customize_doc="https://coreos.github.io/coreos-installer/customizing-install/",
     iso_dir="COREOS",
+    live_initramfs_marker="etc/coreos-live-initramfs",
+    initrd_features="etc/coreos/features.json",
     initrd_network_dir="etc/coreos-firstboot-network",
     boot_network_dir="coreos-firstboot-network",
     platforms_json="coreos/platforms.json",
