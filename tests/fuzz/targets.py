@@ -472,7 +472,7 @@ def _stream_strategy() -> st.SearchStrategy[bytes]:
 
 
 def _config_keys() -> list[str]:
-    from nestos_inst.options import CONFIG_KEYS
+    from nestos_inst.install.options import CONFIG_KEYS
 
     return sorted(CONFIG_KEYS)
 
