@@ -200,7 +200,7 @@ def run_iso(data: bytes) -> None:
         if iso.kargs is not None:
             iso.kargs.to_json()
             iso.kargs.set(iso.kargs.default)
-        iso.set_members({"config.ign": b"{}"})
+        iso.set_members({})  # zeros: no xz preset-9 run per input
         # The check every write path (in place, -o PATH, -o -) makes before writing.
         check_regions(iso.modified_regions(), iso.fs.size, descriptors_end(fd))
     finally:
@@ -575,16 +575,50 @@ def _ignition_strategy() -> st.SearchStrategy[bytes]:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("iso", "ISO9660 + embed areas (IsoConfig, write checks)", _iso_strategy, run_iso),
+        Target(
+            "iso",
+            "ISO9660 + embed areas (IsoConfig, write checks)",
+            _iso_strategy,
+            run_iso,
+            iso_seeds,
+        ),
         Target("kargs", "karg slots and the karg editor", _kargs_strategy, run_kargs),
         Target(
-            "initrd", "cpio/initrd, raw/gzip/xz/zstd, concatenated", _initrd_strategy, run_initrd
+            "initrd",
+            "cpio/initrd, raw/gzip/xz/zstd, concatenated",
+            _initrd_strategy,
+            run_initrd,
+            lambda: (initrd_seeds(), []),
         ),
-        Target("gpt", "GPT headers and entries", _gpt_strategy, run_gpt),
-        Target("osmet", "osmet header and table", _osmet_strategy, run_osmet),
-        Target("miniso", "minimal-ISO data (MINISO.DAT)", _miniso_strategy, run_miniso),
-        Target("stream", "stream metadata JSON", _stream_strategy, run_stream),
-        Target("config", "installer YAML config files", _config_strategy, run_config),
+        Target("gpt", "GPT headers and entries", _gpt_strategy, run_gpt, _gpt_seeds_hot),
+        Target(
+            "osmet",
+            "osmet header and table",
+            _osmet_strategy,
+            run_osmet,
+            lambda: (osmet_seeds(), []),
+        ),
+        Target(
+            "miniso",
+            "minimal-ISO data (MINISO.DAT)",
+            _miniso_strategy,
+            run_miniso,
+            lambda: (miniso_seeds(), []),
+        ),
+        Target(
+            "stream",
+            "stream metadata JSON",
+            _stream_strategy,
+            run_stream,
+            lambda: ([json.dumps(_STREAM).encode()], []),
+        ),
+        Target(
+            "config",
+            "installer YAML config files",
+            _config_strategy,
+            run_config,
+            lambda: ([_CONFIG_SEED], []),
+        ),
         Target("cmdline", "kernel command line (service mode)", _cmdline_strategy, run_cmdline),
         Target(
             "ignition",
