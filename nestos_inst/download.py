@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 from .errors import NestosError
 from .io.compress import open_decompressed
+from .io.files import read_limited
 from .io.kernel import Writeback
 from .io.pipeline import copy_to_fd, write_all
 from .profile import DEFAULT
@@ -62,9 +63,9 @@ def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bo
 
     sig_path = Path(f"{out}.sig")
     try:
-        if not out.is_file() or sig_path.read_bytes() != sig:
+        if not out.is_file() or read_limited(sig_path, len(sig)) != sig:
             return False
-    except OSError:
+    except (OSError, NestosError):  # unreadable, or longer than the new signature
         return False
     result = verify_file(out, sig, opts.keyrings)
     if not result.ok:

@@ -34,6 +34,7 @@ KEYRING_LIMIT = 16 * MiB  # OpenPGP keyrings given to verification
 KEYFILE_LIMIT = 1 * MiB  # each NetworkManager keyfile
 METADATA_LIMIT = 16 * MiB  # JSON/text metadata read from an image or /boot
 CMDLINE_LIMIT = 1 * MiB  # a kernel command line file
+CA_FILE_LIMIT = 16 * MiB  # SSL_CERT_FILE (a distribution bundle is ~200 KiB)
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644

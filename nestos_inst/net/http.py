@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ..errors import NestosError, describe
+from ..io.files import CA_FILE_LIMIT, read_limited
 from ..io.kernel import Fanout, zero_copy_available
 from ..report import say
 from .plain import PlainStream, plain_http_transport
@@ -153,23 +154,31 @@ class _LazyTransport(httpx.AsyncBaseTransport):
 def _trust_context() -> ssl.SSLContext:
     cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
     try:
-        ctx = ssl.create_default_context()
-        if cafile or capath:
+        # Not create_default_context(): OpenSSL would read SSL_CERT_FILE itself, whole,
+        # whatever it is (a FIFO, /dev/zero). We read it, bounded, and hand over the text.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if cafile:
             # Explicit, so that a broken file is an error rather than an empty store.
-            ctx.load_verify_locations(cafile=cafile or None, capath=capath or None)
-        elif ctx.cert_store_stats()["x509_ca"] == 0:
+            pem = read_limited(cafile, CA_FILE_LIMIT, message=f"reading {cafile}")
+            ctx.load_verify_locations(cadata=pem.decode("ascii", errors="replace"))
+        if capath:
+            ctx.load_verify_locations(capath=capath)
+        if not (cafile or capath):
+            ctx.load_default_certs()
+        if not (cafile or capath) and ctx.cert_store_stats()["x509_ca"] == 0:
             with contextlib.suppress(ImportError):
                 import certifi
 
                 ctx.load_verify_locations(cafile=certifi.where())
-    except (ssl.SSLError, OSError) as exc:
+    except (ssl.SSLError, OSError, ValueError, NestosError) as exc:
         where = cafile or capath
         what = (
             f"loading trusted certificates from {where}"
             if where
             else ("loading trusted certificates")
         )
-        raise NestosError(what) from NestosError(describe(exc))
+        cause = exc if isinstance(exc, NestosError) else NestosError(describe(exc))
+        raise NestosError(what) from cause
     return ctx
 
 

@@ -18,7 +18,7 @@ from tests.helpers.cli import REPO
 MEMORY_CAP = 1 << 30  # far above what any command needs, far below "read it all"
 
 
-def _cap_memory() -> None:
+def cap_memory() -> None:
     """In the child: an address-space cap, so an unbounded read fails (MemoryError,
     a traceback) instead of growing until the OOM killer ends the test run."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
@@ -41,7 +41,7 @@ def run_capped(
         stderr=subprocess.PIPE,
         env=env,
         timeout=timeout,
-        preexec_fn=_cap_memory,
+        preexec_fn=cap_memory,
         check=False,
     )
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import pytest
 
 from nestos_inst.formats import cpio
 from nestos_inst.formats.initrd import compress, read_initrd, write_initrd
+from tests.helpers.cli import REPO
 from tests.helpers.hostile import (
+    cap_memory,
     endless_fifo,
     fill,
     listing,
@@ -318,6 +321,23 @@ def test_extract_pxe_on_full_disk(media: dict[str, Path]) -> None:
         assert sorted(p.name for p in fs.iterdir()) == ["filler"]
 
 
+@pytest.mark.root
+def test_iso_output_on_full_disk(media: dict[str, Path]) -> None:
+    """`-o PATH` for an ISO edit onto a full filesystem: an `Error:` line, no output,
+    no temporary file, the input unchanged."""
+    before = sha(media["iso"])
+    with tiny_fs(256) as fs:
+        out = fs / "new.iso"
+        for args in (
+            ["iso", "kargs", "modify", "-a", "x=1"],
+            ["iso", "reset"],
+            ["iso", "ignition", "embed", "-f", "-i", str(media["config"])],
+        ):
+            fails(run_capped(*args, "-o", out, media["iso"]), "No space left on device")
+            assert list(fs.iterdir()) == []
+    assert sha(media["iso"]) == before
+
+
 def test_extract_pxe_refuses_existing_before_writing(
     media: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -566,3 +586,20 @@ def test_non_utf8_install_values(tmp_path: Path) -> None:
     assert b"invalid value for `image-url`: 'https://example.com/\\xff.raw.xz'" in proc.stderr
     fails(run_capped("install", "--append-karg", os.fsdecode(b"a\xfe"), target), "valid UTF-8")
     assert target.read_bytes() == b"\x5a" * 4096
+
+
+def test_endless_ca_file(tmp_path: Path) -> None:
+    """SSL_CERT_FILE naming an endless source: bounded, named in the error."""
+    env = dict(os.environ, SSL_CERT_FILE="/dev/zero")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nestos_inst", "download", "-C", str(tmp_path),
+         "--stream-base-url", "https://127.0.0.1:9/"],
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=120,
+        preexec_fn=cap_memory,
+        check=False,
+    )  # fmt: skip
+    fails(proc, "loading trusted certificates from /dev/zero")
+    assert b"larger than the limit of 16 MiB" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
