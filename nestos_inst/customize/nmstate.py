@@ -33,9 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from ..errors import NestosError
+from ..errors import FormatError, NestosError
+from ..formats import yamldoc
 from ..io import files
 from .keyfile import libnm
 
@@ -58,9 +57,9 @@ def load_state(path: str) -> dict[str, Any]:
     """The nmstate YAML/JSON document at `path` (JSON is read as the YAML it is)."""
     raw = files.read_limited(path, files.METADATA_LIMIT, message=f"opening nmstate file {path}")
     try:
-        state = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise NestosError(f"parsing nmstate file {path}") from NestosError(str(exc))
+        state = yamldoc.load(raw)
+    except FormatError as exc:
+        raise NestosError(f"parsing nmstate file {path}") from exc
     if not isinstance(state, dict):
         raise NestosError(f"parsing nmstate file {path}") from NestosError(
             "expected a mapping (interfaces:, routes:, dns-resolver: ...)"
@@ -96,9 +95,9 @@ def _nmstatectl(exe: str) -> Backend:
             detail = proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
             raise NestosError(f"nmstatectl gc failed: {detail}")
         try:
-            return _pairs(yaml.safe_load(proc.stdout))
-        except yaml.YAMLError as exc:
-            raise NestosError("parsing nmstatectl gc output") from NestosError(str(exc))
+            return _pairs(yamldoc.load(proc.stdout))
+        except FormatError as exc:
+            raise NestosError("parsing nmstatectl gc output") from exc
 
     return Backend(f"nmstatectl ({exe})", generate)
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from ..errors import NestosError
+from ..errors import FormatError, NestosError
+from ..formats import yamldoc
 from ..formats.kargs import shown
 from ..io.files import CONFIG_FILE_LIMIT, read_limited
 from .options import BY_FIELD, CONFIG_KEYS, CONFLICTS, OPTIONS, InstallConfig, is_default
@@ -129,9 +129,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     context = f"parsing config file {path}"
     text = read_limited(path, CONFIG_FILE_LIMIT, message=f"opening config file {path}")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise NestosError(context) from NestosError(str(exc))
+        data = yamldoc.load(text)
+    except FormatError as exc:
+        raise NestosError(context) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

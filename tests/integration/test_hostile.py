@@ -603,3 +603,18 @@ def test_endless_ca_file(tmp_path: Path) -> None:
     fails(proc, "loading trusted certificates from /dev/zero")
     assert b"larger than the limit of 16 MiB" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_yaml_escape_beyond_unicode(tmp_path: Path) -> None:
+    """Found by `make fuzz`: PyYAML's scanner raises ValueError/OverflowError (not
+    YAMLError) on `"\\U00110000"`; a config file like that is an error line."""
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"\x5a" * 4096)
+    for escape in ("\\U00110000", "\\Uffffffff"):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f'platform: "{escape}"\n')
+        proc = fails(
+            run_capped("install", "--config-file", cfg, target), f"parsing config file {cfg}"
+        )
+        assert b"invalid escape sequence" in proc.stderr
+    assert target.read_bytes() == b"\x5a" * 4096
