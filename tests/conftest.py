@@ -75,3 +75,14 @@ def _signal_actions_stay() -> Iterator[None]:
     for sig, handler in before.items():
         signal.signal(sig, handler)
     assert after == before, "a test changed a signal action of the test process"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to their own 127.0.0.1 servers: a proxy set in the caller's
+    environment must not reroute them (tests of proxies set their own)."""
+    for var in (
+        *("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"),
+        *("all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"),
+    ):
+        monkeypatch.delenv(var, raising=False)

@@ -29,7 +29,6 @@ import io
 import os
 import re
 import select
-import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -37,12 +36,13 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .. import fastpaths
 from ..errors import NestosError, describe
-from ..io.files import CA_FILE_LIMIT, read_limited
 from ..io.kernel import Fanout, zero_copy_available
 from ..report import say
-from .plain import PlainStream, plain_http_transport
+from .plain import PlainStream
 from .retries import parse_retries
+from .transport import Router
 
 __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 
@@ -50,18 +50,54 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
 QUEUE_DEPTH = 4
-# Socket read size for HTTP/1.1 bodies (httpcore's default is 64 KiB). Every read
-# costs a trip through h11 and an async generator, so larger reads save CPU; but
-# stay below 256 KiB: tune_heap() (io/heap.py) makes glibc serve buffers from
-# 256 KiB up with fresh mmap()s, and page-faulting every received byte in (several
-# times, through h11's copies) cost more than the whole GPG verification.
-READ_SIZE = 192 << 10
 # Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
 # hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
-TIMEOUT = httpx.Timeout(connect=120.0, read=300.0, write=300.0, pool=None)
+# `--fetch-timeout` / NESTOS_INSTALLER_FETCH_TIMEOUT replace the read/connect values.
+CONNECT_TIMEOUT = 120.0
+READ_TIMEOUT = 300.0
+TIMEOUT_ENV = "NESTOS_INSTALLER_FETCH_TIMEOUT"
+
+
+@dataclass
+class _Settings:
+    timeout: float | None = None  # seconds; None = the defaults above
+
+
+_SETTINGS = _Settings()
 MAX_REDIRECTS = 10
 
 T = TypeVar("T")
+
+
+def parse_timeout(text: str) -> float:
+    """A positive number of seconds (what `--fetch-timeout` accepts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise ValueError(f"invalid timeout '{text}': expected seconds between 0 and 86400")
+    return value
+
+
+def set_fetch_timeout(seconds: float | None) -> None:
+    """How long to wait for a connection or for the next bytes (None = defaults)."""
+    _SETTINGS.timeout = seconds
+
+
+def timeouts() -> httpx.Timeout:
+    """The timeouts for new requests: the set value, else the environment's, else 300 s."""
+    seconds = _SETTINGS.timeout
+    if seconds is None and os.environ.get(TIMEOUT_ENV):
+        try:
+            seconds = parse_timeout(os.environ[TIMEOUT_ENV])
+        except ValueError as exc:
+            raise NestosError(f"reading {TIMEOUT_ENV}") from NestosError(str(exc))
+    if seconds is None:
+        return httpx.Timeout(
+            connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=READ_TIMEOUT, pool=None
+        )
+    return httpx.Timeout(connect=seconds, read=seconds, write=seconds, pool=None)
 
 
 def _delay_scale() -> float:
@@ -94,7 +130,12 @@ class Budget:
 
 
 class _Loop:
-    """The one background event loop that owns every network socket of the process."""
+    """The network event loop: one asyncio loop on one thread owns every socket.
+
+    Started by the first fetch of the process, stopped by stop_network() (the entry
+    point calls it when the command ends): the client is closed, the loop stopped and
+    its thread joined. See docs/internals-net.md for the concurrency model.
+    """
 
     _lock = threading.Lock()
     _instance: _Loop | None = None
@@ -107,15 +148,14 @@ class _Loop:
 
     @staticmethod
     async def _make_client() -> httpx.AsyncClient:
-        _widen_reads()
-        plain = plain_http_transport()
         # identity: signatures cover the bytes as stored, never a transfer re-encoding.
+        # The Router reads the proxy variables itself (trust_env is for auth files).
         return httpx.AsyncClient(
-            transport=_LazyTransport(),
-            timeout=TIMEOUT,
+            transport=Router(),
+            timeout=timeouts(),
             max_redirects=MAX_REDIRECTS,
             headers={"Accept-Encoding": "identity"},
-            mounts={"http://": plain} if plain is not None else None,
+            trust_env=False,
         )
 
     @classmethod
@@ -125,71 +165,25 @@ class _Loop:
                 cls._instance = _Loop()
             return cls._instance
 
+    @classmethod
+    def stop(cls) -> None:
+        with cls._lock:
+            inst, cls._instance = cls._instance, None
+        if inst is None:
+            return
+        with contextlib.suppress(Exception):
+            inst.call(inst.client.aclose())
+        inst.loop.call_soon_threadsafe(inst.loop.stop)
+        inst.thread.join()
+        inst.loop.close()
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
-class _LazyTransport(httpx.AsyncBaseTransport):
-    """httpx's default transport with the system's trust store, built on first use.
-
-    Loading certificates costs ~25 ms of start-up that a plain-HTTP download never
-    needs. The trust store is the system's (what coreos-installer's OpenSSL uses, so
-    a fleet's own CA added with update-ca-trust works); SSL_CERT_FILE / SSL_CERT_DIR
-    replace it; certifi's bundle is added only where the system has none.
-    """
-
-    def __init__(self) -> None:
-        self._inner: httpx.AsyncHTTPTransport | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._inner is None:
-            self._inner = httpx.AsyncHTTPTransport(verify=_trust_context())
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        if self._inner is not None:
-            await self._inner.aclose()
-
-
-def _trust_context() -> ssl.SSLContext:
-    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
-    try:
-        # Not create_default_context(): OpenSSL would read SSL_CERT_FILE itself, whole,
-        # whatever it is (a FIFO, /dev/zero). We read it, bounded, and hand over the text.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if cafile:
-            # Explicit, so that a broken file is an error rather than an empty store.
-            pem = read_limited(cafile, CA_FILE_LIMIT, message=f"reading {cafile}")
-            ctx.load_verify_locations(cadata=pem.decode("ascii", errors="replace"))
-        if capath:
-            ctx.load_verify_locations(capath=capath)
-        if not (cafile or capath):
-            ctx.load_default_certs()
-        if not (cafile or capath) and ctx.cert_store_stats()["x509_ca"] == 0:
-            with contextlib.suppress(ImportError):
-                import certifi
-
-                ctx.load_verify_locations(cafile=certifi.where())
-    except (ssl.SSLError, OSError, ValueError, NestosError) as exc:
-        where = cafile or capath
-        what = (
-            f"loading trusted certificates from {where}"
-            if where
-            else ("loading trusted certificates")
-        )
-        cause = exc if isinstance(exc, NestosError) else NestosError(describe(exc))
-        raise NestosError(what) from cause
-    return ctx
-
-
-def _widen_reads() -> None:
-    """Raise httpcore's per-read size; it is a class constant without a setting."""
-    try:
-        from httpcore._async.http11 import AsyncHTTP11Connection
-    except ImportError:  # a layout we don't know: keep its default
-        return
-    if getattr(AsyncHTTP11Connection, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
+def stop_network() -> None:
+    """Close every connection and stop the network thread (no-op if never started)."""
+    _Loop.stop()
 
 
 def _status_text(resp: httpx.Response) -> str:
@@ -235,6 +229,7 @@ class HttpResponse(io.RawIOBase):
         self.position = 0
         self.resumes = 0
         self._inbox: _Inbox = _Inbox()
+        self._read_timeout: float | None = None
 
     # ---- opening (runs on the loop) ----
     async def _send(self, headers: dict[str, str]) -> httpx.Response:
@@ -243,7 +238,11 @@ class HttpResponse(io.RawIOBase):
         client = self._loop.client
         while True:
             try:
-                req = client.build_request("GET", self.request_url, headers=headers)
+                timeout = timeouts()
+                self._read_timeout = timeout.read
+                req = client.build_request(
+                    "GET", self.request_url, headers=headers, timeout=timeout
+                )
                 resp = await client.send(req, stream=True, follow_redirects=True)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
                 raise NestosError(f"fetching '{self.request_url}'") from NestosError(
@@ -433,7 +432,12 @@ class HttpResponse(io.RawIOBase):
         (fast path unavailable, or the transfer broke and is being resumed per
         docs/compat.md#http-retries).
         """
-        if self._started or self.length is None or not zero_copy_available():
+        if (
+            self._started
+            or self.length is None
+            or not zero_copy_available()
+            or not fastpaths.enabled("splice")
+        ):
             return False
         self._started = True
         chunk, error = self._loop.call(self._first_chunk())
@@ -481,7 +485,8 @@ class HttpResponse(io.RawIOBase):
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        timeout_ms = int(TIMEOUT.read * 1000) if TIMEOUT.read is not None else -1
+        read = self._read_timeout
+        timeout_ms = int(read * 1000) if read is not None else -1
         with Fanout(taps, fd) as fan:
             while have < self.length:
                 try:

@@ -5,22 +5,19 @@ queues, so nobody can tell which body bytes are still in the kernel. This backen
 does exactly one recv() per read httpcore asks for and counts the response's bytes.
 Once every byte read from the socket has been handed to the caller, the rest of
 the body can be moved by the kernel (splice/tee, net/http.py) without ever
-entering Python. It is mounted for http:// only and never when a proxy is set;
-https:// keeps httpx's default transport.
+entering Python. net/transport.py routes plain http:// without a proxy here, through a public
+httpcore connection pool; proxied and https:// requests keep httpx's transports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import socket
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
 import httpcore
-import httpx
 
 # Response heads larger than this are left to the normal path (no fast path).
 HEAD_SCAN_LIMIT = 64 << 10
@@ -169,30 +166,3 @@ class PlainBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-def plain_http_transport() -> httpx.AsyncBaseTransport | None:
-    """httpx's own transport (its error mapping included) on PlainBackend, or None.
-
-    None when a proxy is configured (the mount would bypass it) or when httpx is laid
-    out differently than expected; the default transport then serves http:// too.
-    """
-    proxies = urllib.request.getproxies()
-    if "http" in proxies or "all" in proxies:
-        return None
-    # No TLS ever runs on this transport (start_tls refuses), so skip loading the
-    # CA bundle for it (~15 ms of start-up): certificates are checked on https://.
-    transport = httpx.AsyncHTTPTransport(verify=False)
-    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        return None
-    with contextlib.suppress(Exception):
-        transport._pool = httpcore.AsyncConnectionPool(
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            http1=True,
-            http2=False,
-            network_backend=PlainBackend(),
-        )
-        return transport
-    return None

@@ -23,9 +23,6 @@ PKG = Path(__file__).resolve().parents[2] / "nestos_inst"
 # (module, offence) pairs other work is removing; see COORD.md. Delete entries, never add.
 KNOWN: frozenset[tuple[str, str]] = frozenset(
     {
-        # helper net (issue 13 item 1): httpcore/httpx internals (COORD.md)
-        ("nestos_inst.net.http", "assigns AsyncHTTP11Connection.READ_NUM_BYTES"),
-        ("nestos_inst.net.plain", "assigns private transport._pool"),
         # helper io (issue 13 item 2): one decompressor family
         ("nestos_inst.io.xzpar", "imports private nestos_inst.io.compress._Decoder"),
         ("nestos_inst.io.xzpar", "imports private nestos_inst.io.compress._Input"),

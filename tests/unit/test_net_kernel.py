@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-import httpx
 import pytest
 
 from nestos_inst.errors import NestosError, chain
@@ -174,7 +173,7 @@ def test_silent_server_times_out_then_resumes(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No data for longer than the read timeout on the kernel path: a resumable break."""
-    monkeypatch.setattr(http, "TIMEOUT", httpx.Timeout(5.0, read=0.3))
+    monkeypatch.setenv(http.TIMEOUT_ENV, "0.3")
     server.add("/img", DATA, stall_after=2_000_000, stall_seconds=2.0)
     done, moves = fetch_into(server, "/img", tmp_path / "out", [], retries=1)
     assert not done and moves.kernel > 0
@@ -224,16 +223,6 @@ def test_read_first_then_no_kernel_path(server: Server, tmp_path: Path) -> None:
         assert head + resp.read() == DATA
     finally:
         resp.close()
-
-
-def test_proxy_settings_disable_plain_transport(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    assert plain.plain_http_transport() is None
-    monkeypatch.delenv("http_proxy")
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
-    monkeypatch.delenv("ALL_PROXY", raising=False)
-    assert plain.plain_http_transport() is not None
 
 
 @pytest.mark.parametrize("good", [True, False], ids=["sha256-match", "sha256-mismatch"])

@@ -1,0 +1,31 @@
+"""One switch for every speed trick, so each can be turned off with no change in results.
+
+Each trick is a faster route to the same bytes and the same messages; with it off, the
+plain route runs. ``NESTOS_INSTALLER_FAST_PATHS`` selects them: unset or ``all`` = every
+trick, ``none`` = none, otherwise a comma-separated list of the names below to keep.
+The test suite runs the network and verification tests both ways.
+
+Names:
+  plain-http  http:// on our own socket backend (net/plain.py), needed by `splice`
+  splice      the kernel moves a plain-HTTP body to the file and GPG's pipe (tee)
+  heap        one malloc arena and a fixed mmap threshold (io/heap.py)
+"""
+
+from __future__ import annotations
+
+import os
+
+NAMES = frozenset({"plain-http", "splice", "heap"})
+ENV = "NESTOS_INSTALLER_FAST_PATHS"
+
+
+def enabled(name: str) -> bool:
+    """Whether trick `name` may be used in this process (read on every call: cheap)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown fast path {name!r}")
+    value = os.environ.get(ENV, "all").strip()
+    if value in ("", "all"):
+        return True
+    if value == "none":
+        return False
+    return name in {part.strip() for part in value.split(",")}
