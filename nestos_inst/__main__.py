@@ -53,8 +53,12 @@ def _main(argv: Sequence[str] | None) -> int:
         if func is None:
             parser.print_help(sys.stderr)
             return 2
+        _process_settings()
         with terminating_signals_raise():
-            rc = func(args)
+            try:
+                rc = func(args)
+            finally:
+                _stop_network()
         _flush_stdout()
     except UsageError as exc:
         _report(f"error: {exc}")
@@ -75,6 +79,27 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM/SIGHUP)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))
     return int(rc or 0)
+
+
+def _process_settings() -> None:
+    """Process-wide settings, applied here once and nowhere else.
+
+    The malloc tuning (io/heap.py) must precede the first decoder thread; it is cheap
+    enough to apply for every command (fastpaths name `heap` switches it off).
+    """
+    from . import fastpaths
+
+    if fastpaths.enabled("heap"):
+        from .io.heap import tune_heap
+
+        tune_heap()
+
+
+def _stop_network() -> None:
+    """Close connections and join the network thread, if a command started it."""
+    network = sys.modules.get("nestos_inst.net.http")
+    if network is not None:
+        network.stop_network()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import fcntl
 import os
 import select
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -36,8 +37,16 @@ ENGINE_DIED = "gpg exited before it had read all the data"
 # Pipe buffer between the feeder and GPGME (the only data held for GPG).
 PIPE_SIZE = 1 << 20
 GPGME_IO_BUFFER = 64 << 10
-# How often the watchdog looks for a gpg that died without GPGME noticing.
-WATCH_INTERVAL = 1.0
+# gpg hashes hundreds of MB/s: when our pipe takes no byte for this long, or GPGME
+# does not end this long after the input did, the engine is taken as gone.
+STALL_SECONDS = 30.0
+# Sooner when the GPGME thread burns CPU all that while without reading: the known
+# failure (GPGME 1.18 polling the pipe of a gpg that died, forever).
+SPIN_SECONDS = 2.0
+# Signals a terminal or service manager sends to the whole process group.
+_GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+# After cancelling a stuck operation, how long to wait for GPGME to return.
+CANCEL_GRACE = 5.0
 
 
 def trusted_key_files(extra: Iterable[Path] = ()) -> list[Path]:
@@ -224,10 +233,10 @@ class PreparedHome:
 def _large_io_buffer(data: Any) -> None:
     """Let GPGME move data to gpg in 64 KiB steps instead of its default 4 KiB.
 
-    With 4 KiB, GPGME's poll/copy loop is the slowest stage of a download. Larger
-    than gpg's pipe is worse again (GPGME memmove()s the rest of its buffer after
-    each partial write); with the pipe widened to 1 MiB, 64 KiB to 1 MiB measure
-    the same. GPGME >= 1.15 knows the flag; older versions keep their default.
+    With 4 KiB, GPGME's poll/copy loop is the slowest stage of a download; larger
+    than gpg's 64 KiB pipe is worse again (GPGME memmove()s the rest of its buffer
+    after each partial write). A documented data flag of GPGME >= 1.15; older
+    versions keep their default.
     """
     from gpg import gpgme
 
@@ -238,11 +247,23 @@ def _large_io_buffer(data: Any) -> None:
 class StreamVerifier:
     """Check a detached signature over bytes given piecewise with update().
 
-    The bytes go through a pipe to a GPGME data object read by a helper thread
-    running ``op_verify`` (GPGME releases the GIL), so the feeder only pays for an
-    ``os.write`` per chunk and never holds more than the pipe buffer. finish()
-    returns the VerifyResult (never raises for a bad signature: callers decide how
-    loud to be); close() aborts and cleans up. One feeder thread at a time.
+    The bytes go through a pipe we own (both ends) to a GPGME data object backed by
+    its read end, consumed by a helper thread running ``op_verify`` (GPGME releases
+    the GIL), so the feeder only pays for an ``os.write`` per chunk and never holds
+    more than the pipe buffer. finish() returns the VerifyResult (never raises for a
+    bad signature: callers decide how loud to be); close() aborts and cleans up. One
+    feeder thread at a time.
+
+    Never hanging when gpg dies: gpg is started with the group's terminating
+    signals blocked (inherited from the worker thread), so Ctrl-C does not kill it
+    behind GPGME's back. For any other death, everything is watched from our side of
+    the pipe: GPGME usually notices by itself (EPIPE, then no signature); should it
+    stop reading without ending, our pipe stays full: the feeder (update(), or
+    Fanout's tee) gives up after STALL_SECONDS without progress (sooner when the
+    worker thread spins), and finish() gives GPGME as long after the input ended,
+    then cancels it (gpgme_cancel_async) and reports ENGINE_DIED. No descriptor of
+    GPGME's is touched; a GPGME loop that ignores the cancel is left behind on its
+    daemon thread (the command then fails and the process exits).
     """
 
     def __init__(
@@ -259,9 +280,8 @@ class StreamVerifier:
         self._error: BaseException | None = None
         self._closed = False
         self._eof = False
+        self._stalled = False
         self._done = threading.Event()
-        self._engine_pipes: list[tuple[int, int]] = []
-        self._engine_died = False
         try:
             self._rfd, self._wfd = os.pipe()
         except BaseException:
@@ -269,6 +289,7 @@ class StreamVerifier:
             raise
         with contextlib.suppress(OSError):  # bigger pipe = fewer wake-ups (Linux only)
             fcntl.fcntl(self._wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        os.set_blocking(self._wfd, False)  # update() waits with a bound (wait_room)
         self._thread = threading.Thread(target=self._work, name="gpg-verify", daemon=True)
         self._thread.start()
 
@@ -277,29 +298,58 @@ class StreamVerifier:
         if self._eof:
             raise ValueError("update() after finish()")
         view = memoryview(data)
-        while view:
+        while view and not self._stalled:
             try:
                 n = os.write(self._wfd, view)
+            except BlockingIOError:
+                self.wait_room()
+                continue
             except BrokenPipeError:
                 return  # the worker gave up early (unusable signature): result says so
             view = view[n:]
 
-    def tap(self) -> int | None:
-        """The pipe GPG reads, for a kernel-side copy (tee); None once input ended.
+    def wait_room(self) -> bool:
+        """Wait until the pipe takes bytes again; False (and the input is dropped)
+        when it took none for STALL_SECONDS (after the worker ended it drains the
+        pipe, so only a GPGME that stopped reading without ending gets here)."""
+        poller = select.poll()
+        poller.register(self._wfd, select.POLLOUT)
+        watch = _Spin(self._thread)
+        while not self._stalled:
+            if poller.poll(250):
+                return True
+            if watch.stuck():
+                self._stalled = True
+        return False
 
-        Whoever writes it must do so in order with update() and handle EPIPE.
-        """
-        return None if self._eof else self._wfd
+    def tap(self) -> int | None:
+        """The pipe GPG reads (non-blocking), for a kernel-side copy (tee); None once
+        input ended. Whoever writes it must do so in order with update(), call
+        wait_room() on EAGAIN and handle EPIPE."""
+        return None if self._eof or self._stalled else self._wfd
 
     def _end_input(self) -> None:
         if not self._eof:
             self._eof = True
             os.close(self._wfd)
 
+    def _join(self) -> None:
+        """Wait for the worker; cancel GPGME if it does not end by itself."""
+        watch = _Spin(self._thread)
+        while self._thread.is_alive() and not watch.stuck():
+            self._thread.join(0.25)
+        if self._thread.is_alive():
+            self._stalled = True
+            self._cancel()
+            self._thread.join(CANCEL_GRACE)
+
     def finish(self) -> VerifyResult:
         self._end_input()
-        self._thread.join()
+        self._join()
+        stuck = self._thread.is_alive()
         self._cleanup()
+        if stuck or self._stalled:
+            return VerifyResult(False, (), ENGINE_DIED)
         if self._error is not None:
             return VerifyResult(False, (), f"gpgme: {self._error}")
         assert self._result is not None
@@ -308,8 +358,8 @@ class StreamVerifier:
     def close(self) -> None:
         """Abort (idempotent): end the input, cancel, wait for the worker, clean up.
 
-        Cancelling matters when gpg died under us (Ctrl-C reaches the whole process
-        group): GPGME may never notice by itself.
+        Cancelling lets an abort (Ctrl-C) end at once instead of waiting for gpg to
+        hash what is still buffered.
         """
         if self._closed:
             return
@@ -318,7 +368,7 @@ class StreamVerifier:
         interrupted: KeyboardInterrupt | None = None
         while True:
             try:
-                self._thread.join()
+                self._thread.join(STALL_SECONDS + CANCEL_GRACE)
                 break
             except KeyboardInterrupt as exc:  # a second Ctrl-C: still leave no home
                 interrupted = exc
@@ -337,25 +387,24 @@ class StreamVerifier:
 
         source = os.fdopen(self._rfd, "rb", buffering=0)
         try:
+            # gpg inherits this thread's signal mask: Ctrl-C or a service stop sent
+            # to the whole process group then reaches only us, and our clean-up ends
+            # gpg through its input (EOF/cancel) instead of a dying engine that GPGME
+            # may never notice. Signals still reach the main thread as before.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)
             ctx = self._home.ctx
             signed = gpg.Data(file=source)
             _large_io_buffer(signed)
             try:
                 # Both data objects must outlive the asynchronous operation.
                 signature = gpg.Data(self._signature)
-                before = _open_fds()
                 ctx.op_verify_start(signature, signed, None)
-                self._engine_pipes = _widen_new_pipes(before, keep=self._wfd)
-                watcher = threading.Thread(target=self._watch, name="gpg-watch", daemon=True)
-                watcher.start()
                 ctx.wait(True)
             except gpg.errors.GPGMEError as exc:
                 # Malformed signature packets end here, possibly before all data was read.
                 self._result = VerifyResult(False, (), f"unusable signature: {exc}")
             else:
                 self._result = self._home.judge(ctx.op_verify_result())
-            if self._engine_died:
-                self._result = VerifyResult(False, (), ENGINE_DIED)
         except BaseException as exc:
             self._error = exc
         finally:
@@ -372,78 +421,38 @@ class StreamVerifier:
         with contextlib.suppress(Exception):
             gpgme.gpgme_cancel_async(self._home.ctx.wrapped)
 
-    def _watch(self) -> None:
-        """Cancel the operation when gpg is gone but GPGME has not noticed.
 
-        GPGME 1.18 can keep polling a pipe whose reader (gpg) died, getting POLLERR
-        forever (seen when Ctrl-C reached gpg): the verifier thread would spin and the
-        feeder block. Two checks a second apart showing gpg's end closed are enough.
-        """
-        strikes = 0
-        while not self._done.wait(WATCH_INTERVAL):
-            dead = _dead_pipes(self._engine_pipes)
-            strikes = strikes + 1 if dead else 0
-            if strikes >= 2:
-                self._engine_died = True
-                self._cancel()
-                # Cancelling is not enough for that loop: point the dead pipe at
-                # /dev/null, so GPGME's next write succeeds, the rest of the data
-                # drains and the operation ends (without a valid signature).
-                null = os.open(os.devnull, os.O_WRONLY)
-                try:
-                    for fd in _dead_pipes(self._engine_pipes):
-                        os.dup2(null, fd)
-                finally:
-                    os.close(null)
-                return
+class _Spin:
+    """Tells a worker that makes no progress: STALL_SECONDS of waiting, or
+    SPIN_SECONDS in which the thread was on the CPU half the time or more (measured
+    with its own CPU clock: our thread, a POSIX interface)."""
 
+    def __init__(self, thread: threading.Thread) -> None:
+        self._start = time.monotonic()
+        self._clock: int | None = None
+        with contextlib.suppress(AttributeError, OSError, TypeError):
+            self._clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+        self._mark = (self._start, self._cpu())
 
-def _dead_pipes(pipes: list[tuple[int, int]]) -> list[int]:
-    """The write ends (fd, inode) among `pipes` that GPGME can never write again.
+    def _cpu(self) -> float:
+        if self._clock is None:
+            return 0.0
+        try:
+            return time.clock_gettime(self._clock)
+        except OSError:  # the thread has ended
+            self._clock = None
+            return 0.0
 
-    That is POLLERR (the reader closed its end) on a full pipe (no POLLOUT): with
-    room left, GPGME's next write fails with EPIPE and it ends by itself.
-    """
-    dead: list[int] = []
-    for fd, inode in pipes:
-        with contextlib.suppress(OSError):
-            if os.fstat(fd).st_ino != inode:
-                continue  # closed by GPGME and the number reused: not ours any more
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            for _, events in poller.poll(0):
-                if events & select.POLLERR and not events & select.POLLOUT:
-                    dead.append(fd)
-    return dead
-
-
-def _open_fds() -> set[str]:
-    try:
-        return set(os.listdir("/proc/self/fd"))
-    except OSError:
-        return set()
-
-
-def _widen_new_pipes(before: set[str], keep: int) -> list[tuple[int, int]]:
-    """Give the pipes GPGME just made towards gpg 1 MiB instead of 64 KiB.
-
-    GPGME offers no handle on them, but they are the write-only, non-blocking pipe
-    ends that op_verify_start() opened. With 64 KiB GPGME and gpg ping-pong on every
-    io-buffer; a wider pipe lets gpg hash while GPGME refills. Best effort: any
-    other new pipe that matches merely gets a bigger buffer. Returns them as (fd,
-    inode) for the watchdog.
-    """
-    found: list[tuple[int, int]] = []
-    for name in _open_fds() - before:
-        with contextlib.suppress(OSError, ValueError):
-            fd = int(name)
-            if fd == keep or not os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
-                continue
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            if flags & os.O_ACCMODE == os.O_WRONLY and flags & os.O_NONBLOCK:
-                found.append((fd, os.fstat(fd).st_ino))
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-    return found
+    def stuck(self) -> bool:
+        now, cpu = time.monotonic(), self._cpu()
+        if now - self._start > STALL_SECONDS:
+            return True
+        since, cpu_then = self._mark
+        if now - since >= SPIN_SECONDS:
+            if self._clock is not None and cpu - cpu_then >= 0.5 * (now - since):
+                return True
+            self._mark = (now, cpu)
+        return False
 
 
 def verify_stream(

@@ -429,9 +429,6 @@ def open_decompressed(src: BinaryIO, *, concatenated: bool = False) -> BinaryIO:
     Concatenated: the stream's end leaves any following bytes unread in `src`
     (seekable sources are sought back; pipes need a PushbackReader).
     """
-    from nestos_inst.io.heap import tune_heap
-
-    tune_heap()  # before any decoder thread allocates
     head = b""
     while len(head) < SNIFF_LEN:
         data = src.read(SNIFF_LEN - len(head))

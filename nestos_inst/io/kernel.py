@@ -12,6 +12,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -110,11 +111,13 @@ class Fanout:
     One pipe stage per tap: a stage tees its content to its tap, then splices the
     same byte count on (to the next stage or the sink), so every tap sees exactly
     the sink's bytes in order even when a tap takes less than offered. A tap whose
-    reader has gone (EPIPE) is dropped, like an early-exiting verifier. Errors
-    writing `sink` raise OSError.
+    reader has gone (EPIPE) is dropped, like an early-exiting verifier; so is a
+    non-blocking tap that takes nothing for `stall` seconds (its reader is stuck:
+    it will then see a short input and fail). Errors writing `sink` raise OSError.
     """
 
-    def __init__(self, taps: Sequence[int], sink: int) -> None:
+    def __init__(self, taps: Sequence[int], sink: int, *, stall: float = 30.0) -> None:
+        self._stall_ms = int(stall * 1000)
         self._taps: list[int | None] = list(taps) or [None]
         self._sink = sink
         self._sink_splice = True
@@ -142,6 +145,12 @@ class Fanout:
                 if tap is not None:
                     try:
                         step = tee(r, tap, left)
+                    except BlockingIOError:
+                        poller = select.poll()
+                        poller.register(tap, select.POLLOUT)
+                        if not poller.poll(self._stall_ms):
+                            self._taps[i] = None
+                        continue
                     except BrokenPipeError:
                         self._taps[i] = None
                         continue

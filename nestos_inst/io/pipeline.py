@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from nestos_inst.errors import NestosError
-from nestos_inst.io.heap import tune_heap
 from nestos_inst.io.limit import WriteLimit
 
 _EOF = object()
@@ -80,7 +79,6 @@ def copy_to_fd(
     NestosError(limit_message). Errors from either side propagate unchanged (with their
     cause chain); on a write error the reader thread is stopped and joined.
     """
-    tune_heap()
     guard = WriteLimit(limit, limit_message) if limit is not None else None
     q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()

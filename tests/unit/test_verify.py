@@ -213,51 +213,94 @@ def _engine_pid(home: Path, timeout: float = 10.0) -> int:
     raise AssertionError("gpg --verify did not start")
 
 
-@pytest.mark.parametrize("feed", ["update", "tee"])
-def test_gpg_killed_mid_stream_fails_instead_of_hanging(
-    tmp_path: Path, signing_key: SigningKey, feed: str
-) -> None:
-    """Ctrl-C reaches gpg too (same process group). GPGME 1.18 may then poll its dead
-    pipe forever; the watchdog must turn that into a failed result, not a hang."""
+def signalled_mid_stream(
+    key_public: Path, sig: bytes, data: bytes, feed: str, signum: str, *, stall: float
+) -> tuple[bool, str | None, Path]:
+    """Feed `data`, send `signum` to gpg after 4 MiB, feed the rest: (ok, reason, home)."""
     import signal
-    import threading
 
+    from nestos_inst import verify
     from nestos_inst.io import kernel
     from tests.unit.test_net_kernel import feed as feed_fanout
 
-    data = os.urandom(1 << 20) * 48
-    path = tmp_path / "big.raw"
-    path.write_bytes(data)
-    sig = signing_key.sign(path).read_bytes()
-    before = leftover_homes()
-    verifier = StreamVerifier(sig, [signing_key.public])
+    verify.STALL_SECONDS = stall  # the bound, shrunk for tests
+    verifier = StreamVerifier(sig, [key_public])
     home = verifier._home.path
-    verifier.update(data[: 4 << 20])
-    os.kill(_engine_pid(home), signal.SIGINT)
-    results = []
-
-    def rest() -> None:
+    try:
+        verifier.update(data[: 4 << 20])
+        os.kill(_engine_pid(home), getattr(signal, signum))
         view = memoryview(data)[4 << 20 :]
         if feed == "tee" and kernel.zero_copy_available():
             tap = verifier.tap()
             assert tap is not None
             sink = os.open(os.devnull, os.O_WRONLY)
             try:
-                feed_fanout(kernel.Fanout([tap], sink), bytes(view))
+                # A stuck GPGME stops draining the tap: Fanout drops it after `stall`.
+                feed_fanout(kernel.Fanout([tap], sink, stall=stall), bytes(view))
             finally:
                 os.close(sink)
         else:
             for part in chunks(bytes(view), 1 << 20):
                 verifier.update(part)
-        results.append(verifier.finish())
+        result = verifier.finish()
+    finally:
+        verifier.close()
+    return result.ok, result.reason, home
 
-    worker = threading.Thread(target=rest, daemon=True)
-    worker.start()
-    worker.join(60)
-    assert not worker.is_alive(), "verification hung after gpg died"
-    assert not results[0].ok
-    # Either GPGME noticed by itself (no signature reported) or the watchdog did.
-    assert results[0].reason in {"no signature found", ENGINE_DIED}, results[0].reason
-    verifier.close()
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("feed", ["update", "tee"])
+def test_group_signals_do_not_kill_gpg(
+    tmp_path: Path, signing_key: SigningKey, feed: str, signum: str
+) -> None:
+    """Ctrl-C / a service stop reach gpg too (same process group): gpg is started
+    with them blocked and carries on, so the result is the true one (the command's
+    own clean-up ends gpg through its input)."""
+    data = os.urandom(1 << 20) * 24
+    path = tmp_path / "big.raw"
+    path.write_bytes(data)
+    sig = signing_key.sign(path).read_bytes()
+    before = leftover_homes()
+    ok, reason, home = signalled_mid_stream(signing_key.public, sig, data, feed, signum, stall=30.0)
+    assert ok, reason
     assert not home.exists()
+    assert leftover_homes() == before
+
+
+@pytest.mark.parametrize("feed", ["update", "tee"])
+def test_gpg_killed_mid_stream_fails_instead_of_hanging(
+    tmp_path: Path, signing_key: SigningKey, feed: str
+) -> None:
+    """A gpg killed outright (OOM killer, kill -9): a failed result within the stall
+    bound, never a hang, though GPGME 1.18 may poll a dead engine's pipe forever.
+    Run in a child process: a GPGME loop that ignores the cancel stays behind on its
+    daemon thread until that process exits (as the failing command would)."""
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "big.raw"
+    data.write_bytes(os.urandom(1 << 20) * 48)
+    sig = signing_key.sign(data)
+    code = (
+        "import json, sys; from pathlib import Path;"
+        "from tests.unit.test_verify import signalled_mid_stream as f;"
+        "ok, why, home = f(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(),"
+        " Path(sys.argv[3]).read_bytes(), sys.argv[4], 'SIGKILL', stall=5.0);"
+        "print(json.dumps([ok, why, str(home)]), flush=True)"
+    )
+    before = leftover_homes()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(signing_key.public), str(sig), str(data), feed],
+        capture_output=True,
+        timeout=90,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    ok, reason, home = json.loads(proc.stdout)
+    assert not ok
+    # Either GPGME noticed by itself (no signature reported) or our watch did.
+    assert reason in {"no signature found", ENGINE_DIED}, reason
+    assert not Path(home).exists()
     assert leftover_homes() == before
