@@ -222,7 +222,7 @@ def stream_sources(  # noqa: PLR0917 - the shared interface takes them positiona
     `base_url=None` means the profile's default base and the "<OS> <stream> ..."
     wording; each source's description is the stream-level message.
     """
-    # pydantic costs 40 ms of start-up: only stream metadata needs it.
+    # pydantic is slow to import: only stream metadata needs it.
     from .net.stream import Selection, fetch_stream
 
     sel = Selection(

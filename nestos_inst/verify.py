@@ -196,8 +196,8 @@ class GpgHome:
 
 
 class PreparedHome:
-    """A GpgHome being built on a helper thread (GPGME start-up plus key import
-    take ~50 ms), so that it overlaps with fetching the signature."""
+    """A GpgHome being built on a helper thread (GPGME start-up plus key import take
+    noticeable time), so that it overlaps with fetching the signature."""
 
     def __init__(self, keyrings: Sequence[Path] = ()) -> None:
         self._home: GpgHome | None = None

@@ -82,7 +82,7 @@ class Writeback:
     """Ask the kernel to write a growing file to disk while it is still being written.
 
     A download ends with fsync(); without this, every dirty page of a multi-GiB file
-    is written out only then (measured: 0.14 s for 512 MiB here, more on slow disks).
+    is written out only then, which on slow disks is a long wait at the end.
     Kicking writeback every WRITEBACK_STEP bytes leaves fsync() just the tail. Only
     for files written sequentially from offset `start`; failures are ignored (fsync()
     still reports real I/O errors).

@@ -1,4 +1,4 @@
-"""Copy a stream to a file descriptor on two threads (issue 4 "use both cores").
+"""Copy a stream to a file descriptor on two threads, so both cores work.
 
 Decompression (in the reader) and os.pwrite both release the GIL, so a reader thread
 and a writer joined by a small bounded queue overlap them; memory stays at about

@@ -1,4 +1,4 @@
-"""Parallel xz decoding for multi-block streams (issue 4: "decode blocks on both cores").
+"""Parallel xz decoding for multi-block streams: decode independent blocks on all cores.
 
 `xz -T` writes every block header with its compressed and uncompressed size, so the
 stream can be cut into blocks without decoding and the blocks decoded concurrently

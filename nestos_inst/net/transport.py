@@ -201,8 +201,8 @@ def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
 class Router(httpx.AsyncBaseTransport):
     """Routes each request to a proxy, the plain-HTTP pool, or the TLS transport.
 
-    Transports are built on first use: loading the trust store costs ~25 ms of
-    start-up that a plain-HTTP download never needs. The environment is read once,
+    Transports are built on first use: loading the trust store is start-up work
+    that a plain-HTTP download never needs. The environment is read once,
     when the router is made.
     """
 
