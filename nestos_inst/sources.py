@@ -31,6 +31,17 @@ SIGNATURE_LIMIT = 1 << 20
 READ_SIZE = 1 << 20
 
 
+class SourceStream(Protocol):
+    """An artifact's bytes as served: read() fills what was asked for (short only at
+    the end), read1() returns whatever one read of the source gives."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def read1(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class ImageSource(Protocol):
     """One artifact to read. `filename`/`length` are final once open() returned."""
@@ -41,7 +52,7 @@ class ImageSource(Protocol):
     description: str  # the location message(s) to print on stderr before reading
     sha256: str | None  # published digest of the served bytes, if any
 
-    def open(self) -> BinaryIO:
+    def open(self) -> SourceStream:
         """The bytes as served (compressed). Caller closes."""
         ...
 
@@ -93,7 +104,7 @@ class FileSource:
         self.sig_path = Path(f"{os.fspath(path)}.sig")
         self.description = f"Copying image from {self.path}\nReading signature from {self.sig_path}"
 
-    def open(self) -> BinaryIO:
+    def open(self) -> SourceStream:
         try:
             f = open(self.path, "rb")  # noqa: SIM115 - returned to the caller
         except OSError as exc:
@@ -162,7 +173,7 @@ class UrlSource:
         self._sig: bytes | None = None
         self._sig_fetched = False
 
-    def open(self) -> BinaryIO:
+    def open(self) -> SourceStream:
         resp = http.fetch(self.url, retries=self.fetch_retries)
         if resp.status != 200:
             resp.close()
@@ -174,7 +185,7 @@ class UrlSource:
         except BaseException:
             resp.close()
             raise
-        return cast(BinaryIO, resp)
+        return resp
 
     def signature(self) -> bytes | None:
         if not self._sig_fetched:
@@ -259,7 +270,7 @@ class VerifiedReader(io.RawIOBase):
 
     def __init__(
         self,
-        raw: BinaryIO,
+        raw: SourceStream,
         *,
         verifier: StreamVerifier | None,
         sha256: str | None,
@@ -305,8 +316,7 @@ class VerifiedReader(io.RawIOBase):
             size = READ_SIZE
         if self._eof or size == 0:
             return b""
-        pull = getattr(self._raw, "read1", None) or self._raw.read
-        data: bytes = pull(size)
+        data = self._raw.read1(size)
         if not data:
             self._eof = True
             return b""

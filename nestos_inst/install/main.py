@@ -37,7 +37,7 @@ from .writer import MiB, write_image
 
 if TYPE_CHECKING:
     from ..disk.saved import Filter, SavedPartitions
-    from ..sources import ImageReader, ImageSource
+    from ..sources import ImageReader, ImageSource, SourceStream
 
 BOOT_LABEL = "boot"
 
@@ -386,7 +386,7 @@ def execute(plan: Plan) -> None:
 class _Counting(io.RawIOBase):
     """Progress for sources that need no verification (osmet); an ImageReader."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress) -> None:
+    def __init__(self, raw: SourceStream, progress: Progress) -> None:
         super().__init__()
         self._raw = raw
         self._progress = progress

@@ -128,6 +128,7 @@ class Opt:
     aliases: tuple[str, ...] = ()  # extra hidden long flags
     example: Any = None  # value used in the generated example config
     doc: str = ""  # long --help paragraph (empty: `help` is all there is to say)
+    shown_default: str = ""  # the default as docs show it, when not the plain value
     field: str = ""
     default: Any = None
 
@@ -167,6 +168,7 @@ class InstallConfig(BaseModel):
         Opt(
             "single",
             "Stream to install the image from (e.g. stable)",
+            shown_default="— (`stable`)",
             short="-s",
             metavar="NAME",
             group="source",
@@ -237,6 +239,7 @@ class InstallConfig(BaseModel):
         Opt(  # None: resolved at run time (uname -m)
             "single",
             "Target CPU architecture",
+            shown_default="`uname -m`",
             short="-a",
             metavar="NAME",
             example="x86_64",
@@ -247,6 +250,7 @@ class InstallConfig(BaseModel):
         Opt(
             "single",
             "Override the Ignition platform ID",
+            shown_default="— (`metal`)",
             value=PLATFORM,
             short="-p",
             metavar="NAME",
@@ -337,6 +341,7 @@ class InstallConfig(BaseModel):
         Opt(
             "single",
             "Base URL for stream metadata",
+            shown_default="NestOS streams",
             value=URL,
             metavar="URL",
             advanced=True,
@@ -554,6 +559,35 @@ def example_config() -> str:
             lines.append(f"# {opt.key}: {_yaml_scalar(ex)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def options_table() -> str:
+    """The Markdown table of config-file keys in docs/config-file.md (a test keeps the
+    two equal; print this to regenerate it)."""
+    rows = ["| key | option | value | default | meaning |", "|---|---|---|---|---|"]
+    for opt in iter_options(config_only=True):
+        if opt.kind == "positional":
+            flag = str(opt.metavar)
+        else:
+            flag = f"`{opt.flag}`" + (f" / `{opt.short}`" if opt.short else "")
+        if opt.kind == "list":
+            value = "list of strings"
+        elif opt.kind == "flag":
+            value = "`true`"
+        elif opt.value is RETRIES:
+            value = "number or `infinite`"
+        else:
+            value = "string"
+        if opt.shown_default:
+            default = opt.shown_default
+        elif opt.kind == "flag":
+            default = "off"
+        elif opt.default is None or opt.default == ():
+            default = "—"
+        else:
+            default = f"`{opt.default}`"
+        rows.append(f"| `{opt.key}` | {flag} | {value} | {default} | {opt.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def _yaml_scalar(value: Any) -> str:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import NestosError
 from ..profile import ALL
 from .format import Header, OsmetFile, read_file, read_file_header
-from .unpack import open_image
+from .unpack import OsmetReader, open_image
 
 DEFAULT_REPO = Path("/sysroot/ostree/repo")
 
@@ -44,8 +43,8 @@ class OsmetSource:
     def header(self) -> Header:
         return self.osmet_file.header
 
-    def open(self) -> BinaryIO:
-        return open_image(self.osmet_file, self.repo)  # type: ignore[return-value]
+    def open(self) -> OsmetReader:
+        return open_image(self.osmet_file, self.repo)
 
     def signature(self) -> bytes | None:
         return None

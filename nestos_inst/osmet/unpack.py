@@ -229,6 +229,10 @@ class OsmetReader(io.RawIOBase):
         n = self.readinto(out)
         return bytes(out[:n])
 
+    def read1(self, size: int = -1) -> bytes:
+        """One chunk of the rebuilt image (the SourceStream fast read)."""
+        return self.read(size if size >= 0 else 1 << 20)
+
     def close(self) -> None:
         self._stop.set()
         while True:

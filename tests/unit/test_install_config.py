@@ -247,3 +247,14 @@ def test_shipped_example_config_is_generated_from_the_table() -> None:
     output; regenerate it with `python -m nestos_inst pack example-config`."""
     shipped = Path(__file__).resolve().parents[2] / "data" / "example-config.yaml"
     assert shipped.read_text() == example_config()
+
+
+def test_docs_key_table_is_generated_from_the_table() -> None:
+    """docs/config-file.md's key table is options_table()'s output (regenerate it from
+    `python -c "from nestos_inst.install.options import options_table; print(options_table())"`)."""
+    from nestos_inst.install.options import options_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config-file.md").read_text()
+    begin = "<!-- generated from nestos_inst/install/options.py: options_table() -->\n"
+    end = "<!-- end of generated table -->"
+    assert doc[doc.index(begin) + len(begin) : doc.index(end)] == options_table()

@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
 
 import pytest
 
@@ -231,7 +230,7 @@ def test_verified_reader_hashes_the_kernel_path(server: Server, tmp_path: Path, 
     server.add("/img", DATA)
     want = hashlib.sha256(DATA).hexdigest() if good else "0" * 64
     reader = VerifiedReader(
-        cast(BinaryIO, http.fetch(server.url("/img"))), verifier=None, sha256=want, progress=None
+        http.fetch(server.url("/img")), verifier=None, sha256=want, progress=None
     )
     fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
