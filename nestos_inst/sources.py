@@ -166,7 +166,6 @@ class UrlSource:
         self.sha256 = sha256
         self.filename = url_filename(url)
         self.length: int | None = None
-        self.final_url = url
         self.description = description or (
             f"Downloading image from {url}\nDownloading signature from {self.sig_url}"
         )
@@ -179,7 +178,6 @@ class UrlSource:
             resp.close()
             raise NestosError(f"image fetch failed: {resp.status} {resp.reason}".rstrip())
         try:
-            self.final_url = resp.url
             self.filename = url_filename(resp.url)
             self.length = resp.length
         except BaseException:

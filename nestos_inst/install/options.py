@@ -58,7 +58,8 @@ def check_url(url: str) -> str:
 @dataclass(frozen=True)
 class ValueType:
     """How text becomes a value: `parse` raises ValueError or NestosError with the
-    user-facing reason; `typed` is the class of parsed values (passed through as is).
+    user-facing reason. Values that are not text (already parsed on the command line,
+    or by an earlier layer) pass through unchanged.
 
     `usage_error`: a bad value on the command line is a usage error (exit 2, reported
     by the argument parser, as upstream's value parsers do); otherwise it is found
@@ -67,7 +68,6 @@ class ValueType:
 
     name: str
     parse: Callable[[str], Any]
-    typed: type = str
     usage_error: bool = True
 
 
@@ -92,8 +92,8 @@ PLATFORM = ValueType("platform", _checked(check_platform), usage_error=False)
 KARG = ValueType("karg", _checked(check_karg), usage_error=False)
 KARGS_TEXT = ValueType("kargs", _checked(_firstboot), usage_error=False)
 URL = ValueType("url", check_url)
-DIGEST = ValueType("digest", IgnitionHash.parse, IgnitionHash)
-CONSOLE = ValueType("console", parse_console, Console)
+DIGEST = ValueType("digest", IgnitionHash.parse)
+CONSOLE = ValueType("console", parse_console)
 RETRIES = ValueType("retries", parse_fetch_retries)
 
 
@@ -500,9 +500,7 @@ def _table() -> tuple[Opt, ...]:
 
 OPTIONS: tuple[Opt, ...] = _table()
 BY_FIELD: dict[str, Opt] = {o.field: o for o in OPTIONS}
-BY_KEY: dict[str, Opt] = {o.key: o for o in OPTIONS}
 CONFIG_KEYS: tuple[str, ...] = tuple(o.key for o in OPTIONS if o.in_config)
-KARGS: dict[str, Opt] = {o.karg: o for o in OPTIONS if o.karg}
 
 
 def groups() -> dict[str, list[Opt]]:
