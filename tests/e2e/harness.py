@@ -80,11 +80,12 @@ ExecStart=/usr/bin/python3 /etc/nestos-e2e/dump.py
 [Install]
 RequiredBy=nestos-installer.target
 """
-# Started by the emergency target after a failed install, same dump.
+# Pulled in by the emergency target after a failed install, same dump; before the
+# emergency shell, which powers the VM off with rd.emergency=poweroff.
 FAILURE_DUMP = """[Unit]
 Description=e2e: journal of the failed install to the console
 DefaultDependencies=no
-After=emergency.service
+Before=emergency.service
 
 [Service]
 Type=oneshot

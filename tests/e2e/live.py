@@ -40,6 +40,7 @@ from tests.e2e.vm import (
     cpio_of,
     dracut_image,
     initramfs,
+    prune,
 )
 
 HARNESS_DRACUT = REPO / "tests" / "e2e" / "dracut"
@@ -93,8 +94,7 @@ def live_rootfs(k: Kernel) -> Path:
     out = CACHE / f"rootfs-{_tree_digest(Path(__file__), extra=tree_img.name)}.img"
     if out.exists():
         return out
-    for old in CACHE.glob("rootfs-*.img"):
-        old.unlink()
+    prune("rootfs-*.img")
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         tree = Path(tmp) / "root"
         tree.mkdir()
@@ -132,14 +132,18 @@ def live_rootfs(k: Kernel) -> Path:
         default.symlink_to("multi-user.target")
         for d in ("var/tmp", "tmp", "root", "sysroot"):
             (tree / d).mkdir(parents=True, exist_ok=True)
-        size = sum(p.lstat().st_size for p in tree.rglob("*")) * 13 // 10 + (32 << 20)
+        # Room for the tree, its metadata and what Ignition writes; every byte of
+        # it is decompressed into the guest's RAM at each boot, so no more.
+        entries = list(tree.rglob("*"))
+        size = sum(p.lstat().st_size for p in entries) * 11 // 10 + (16 << 20)
+        inodes = len(entries) * 3 // 2 + 1024
         ext4 = Path(tmp) / "cpio" / "root.ext4"
         ext4.parent.mkdir()
         with ext4.open("wb") as f:
             f.truncate(size // 4096 * 4096)
         _run(
             ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0",
-             "-L", "live-root", "-d", str(tree), str(ext4)]
+             "-N", str(inodes), "-L", "live-root", "-d", str(tree), str(ext4)]
         )  # fmt: skip
         raw = Path(tmp) / "rootfs.cpio"
         cpio_of(ext4.parent, raw)
@@ -191,8 +195,7 @@ def build_live_iso(k: Kernel, profile: profiles.Profile = profiles.NESTOS) -> Li
     default = _default_kargs(profile)
     if out.exists():
         return LiveIso(out, profile, default)
-    for old in CACHE.glob(f"live-{brand}-*.iso"):
-        old.unlink()
+    prune(f"live-{brand}-*.iso")
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         root = Path(tmp) / "iso"
         pxe = root / "images/pxeboot"

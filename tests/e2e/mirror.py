@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago (nginx binds it right after)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """`n` distinct ports that were free on 127.0.0.1 a moment ago (nginx binds them
+    right after). All sockets stay bound until every port is picked, so the kernel
+    cannot hand out the same port twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -39,7 +46,7 @@ class Nginx:
     def __init__(self, root: Path, workdir: Path, *, ports: int = 1) -> None:
         self.root = root
         self.workdir = workdir
-        self.ports = [free_port() for _ in range(ports)]
+        self.ports = free_ports(ports)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

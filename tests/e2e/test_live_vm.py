@@ -52,7 +52,7 @@ DEST_IGNITION = '{"ignition": {"version": "3.3.0"}, "passwd": {}}'
 KEYRING = "keyring: [/etc/nestos-e2e/key.asc]\n"
 # A failed install must stop the VM, not wait at an emergency shell.
 FAIL_KARGS = "rd.shell=0 rd.emergency=poweroff"
-VM_TIMEOUT = 600  # TCG on a shared 2-core host: generous
+VM_TIMEOUT = 1200  # TCG on a shared 2-core host: generous
 FLEET = 4
 
 

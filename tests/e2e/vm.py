@@ -76,6 +76,15 @@ def kernel() -> Kernel:
     return Kernel(vmlinuz, version, kdir / "lib" / "modules")
 
 
+def prune(pattern: str, keep: int = 3) -> None:
+    """Drop all but the `keep` newest cache entries matching `pattern`. Several
+    checkouts (worktrees, CI) share the cache, each with its own keys: never delete
+    the entry another run may be using right now, only old generations."""
+    entries = sorted(CACHE.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def _tree_digest(*roots: Path, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for root in roots:
@@ -116,8 +125,7 @@ def dracut_image(
     out = CACHE / f"{name}-{k.version}-{key}.img"
     if out.exists():
         return out
-    for old in CACHE.glob(f"{name}-*.img"):
-        old.unlink()
+    prune(f"{name}-*.img")
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         base = Path(tmp) / "dracut"
         shutil.copytree("/usr/lib/dracut", base, symlinks=True)
