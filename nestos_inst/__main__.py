@@ -76,6 +76,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as exc:  # a failure no caller put in context: still one clear line
         _report(f"Error: {describe(exc)}")
         return 1
+    except UnicodeError as exc:  # bytes that are not UTF-8 where text was expected
+        _report(f"Error: {exc}")
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM/SIGHUP)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))
     return int(rc or 0)
