@@ -125,6 +125,23 @@ class FileSource:
         return data
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname or "", parts.port
+    except ValueError:
+        return "", url, None
+
+
+def _links(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__
+    return out
+
+
 def signature_url(url: str) -> str:
     """`.sig` appended to the URL's path; a query string stays after it."""
     try:
@@ -171,8 +188,15 @@ class UrlSource:
         )
         self._sig: bytes | None = None
         self._sig_fetched = False
+        self._sig_silent = False  # the signature fetch timed out
 
     def open(self) -> SourceStream:
+        if self._sig_silent and _origin(self.sig_url) == _origin(self.url):
+            # A server that let the signature request time out would make us wait
+            # as long again for the image: say so now instead.
+            raise NestosError(f"fetching '{self.url}'") from NestosError(
+                "not trying: the server did not answer the signature request in time"
+            )
         resp = http.fetch(self.url, retries=self.fetch_retries)
         if resp.status != 200:
             resp.close()
@@ -198,6 +222,7 @@ class UrlSource:
                     self.sig_url, retries=self.fetch_retries, limit=SIGNATURE_LIMIT
                 )
             except NestosError as exc:
+                self._sig_silent = any(isinstance(link, http.TimedOut) for link in _links(exc))
                 raise NestosError("fetching signature URL") from exc
             if resp.status != 200:
                 raise NestosError("fetching signature URL") from NestosError(
@@ -443,6 +468,8 @@ def open_verified(
     sig = signature if signature is not None else source.signature()
     if sig is None:
         if not insecure:
+            # When the image cannot be fetched either, that is the error to report.
+            source.open().close()
             raise NestosError("--insecure not specified and signature not found")
         say("Signature not found; skipping verification as requested")
     verifier = StreamVerifier(sig, keyrings) if sig is not None else None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import NestosError, VerifyError
 from ..io.files import IGNITION_LIMIT, read_limited
+from ..jsontext import json_error_text
 
 _LENGTHS = {"sha256": 32, "sha512": 64}
 
@@ -73,7 +74,9 @@ def check_json(data: bytes) -> None:
     try:
         json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NestosError("parsing specified Ignition config") from exc
+        raise NestosError("parsing specified Ignition config") from NestosError(
+            json_error_text(exc)
+        )
 
 
 def read_ignition_file(path: Path) -> bytes:

@@ -83,7 +83,13 @@ def _ignition(cfg: InstallConfig) -> bytes | None:
     from ..net.http import fetch_bytes
 
     try:
-        resp, data = fetch_bytes(url, retries=cfg.retries)
+        # HTTPS-or-hash holds for where a redirect chain ends, not only where it starts.
+        def final_ok(final: str) -> None:
+            check_ignition_url(
+                final, has_hash=cfg.ignition_hash is not None, insecure=cfg.insecure_ignition
+            )
+
+        resp, data = fetch_bytes(url, retries=cfg.retries, on_final=final_ok)
         with contextlib.closing(resp):
             if resp.status != 200:
                 raise NestosError(f"fetching '{url}'") from NestosError(

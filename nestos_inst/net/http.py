@@ -40,6 +40,7 @@ from .. import fastpaths
 from ..errors import NestosError, describe
 from ..io.kernel import Fanout, zero_copy_available
 from ..report import say
+from .messages import network_text
 from .plain import PlainStream
 from .retries import parse_retries
 from .transport import Router
@@ -49,6 +50,8 @@ __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
+# A batch is handed to the reader when it reaches BLOCK or is this old (seconds).
+FLUSH_INTERVAL = 0.25
 QUEUE_DEPTH = 4
 # Per-operation timeouts: a stalled connection becomes a (resumable) error instead of
 # hanging; upstream's 4 h total would cut off slow but healthy multi-GiB downloads.
@@ -65,6 +68,9 @@ class _Settings:
 
 _SETTINGS = _Settings()
 MAX_REDIRECTS = 10
+# While waiting for a response's headers, say so this often (a silent server; a
+# third of the read timeout when that is shorter).
+WAIT_NOTICE = 10.0
 
 T = TypeVar("T")
 
@@ -191,8 +197,7 @@ def _status_text(resp: httpx.Response) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = describe(exc)
-    return text if text != type(exc).__name__ else f"{type(exc).__name__} (connection error)"
+    return network_text(exc)
 
 
 _EOF = object()
@@ -205,10 +210,13 @@ class HttpResponse(io.RawIOBase):
     NestosError("reading '<url>'") when the transfer fails beyond the retry budget.
     """
 
-    def __init__(self, url: str, budget: Budget) -> None:
+    def __init__(
+        self, url: str, budget: Budget, on_final: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__()
         self.request_url = url
         self._budget = budget
+        self._on_final = on_final
         self._loop = _Loop.get()
         self._resp: httpx.Response | None = None
         self._queue: asyncio.Queue[Any] | None = None
@@ -228,6 +236,7 @@ class HttpResponse(io.RawIOBase):
         self.length: int | None = None
         self.position = 0
         self.resumes = 0
+        self.batches = 0  # hand-overs from the network thread (see FLUSH_INTERVAL)
         self._inbox: _Inbox = _Inbox()
         self._read_timeout: float | None = None
 
@@ -243,7 +252,7 @@ class HttpResponse(io.RawIOBase):
                 req = client.build_request(
                     "GET", self.request_url, headers=headers, timeout=timeout
                 )
-                resp = await client.send(req, stream=True, follow_redirects=True)
+                resp = await self._patiently(client.send(req, stream=True, follow_redirects=True))
             except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
                 raise NestosError(f"fetching '{self.request_url}'") from NestosError(
                     _error_text(exc)
@@ -252,9 +261,8 @@ class HttpResponse(io.RawIOBase):
                 raise NestosError(f"fetching '{self.request_url}'") from exc
             except httpx.HTTPError as exc:
                 if isinstance(exc, httpx.TooManyRedirects) or not self._budget.can_retry():
-                    raise NestosError(f"fetching '{self.request_url}'") from NestosError(
-                        _error_text(exc)
-                    )
+                    cause = TimedOut if isinstance(exc, httpx.TimeoutException) else NestosError
+                    raise NestosError(f"fetching '{self.request_url}'") from cause(_error_text(exc))
                 await self._budget.backoff(self.request_url, _error_text(exc))
                 continue
             if resp.status_code in RETRY_STATUSES:
@@ -270,7 +278,43 @@ class HttpResponse(io.RawIOBase):
                 raise NestosError(f"fetching '{self.request_url}'") from NestosError(
                     _status_text(resp)
                 )
+            try:
+                self._check_final(str(resp.url))
+            except NestosError:
+                await resp.aclose()
+                raise
             return resp
+
+    def _check_final(self, final: str) -> None:
+        """The redirect rule: the caller's check of the final URL, or by default no
+        silent switch from https:// to http://."""
+        if self._on_final is not None:
+            try:
+                self._on_final(final)
+            except NestosError as exc:
+                raise NestosError(f"fetching '{self.request_url}'") from exc
+            return
+        if _scheme(self.request_url) == "https" and _scheme(final) != "https":
+            raise NestosError(f"fetching '{self.request_url}'") from NestosError(
+                f"redirected to '{final}': refusing to leave HTTPS"
+            )
+
+    async def _patiently(self, send: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+        """Await the response headers, saying every WAIT_NOTICE seconds that we wait."""
+        task = asyncio.ensure_future(send)
+        waited = 0.0
+        step = min(WAIT_NOTICE, (self._read_timeout or WAIT_NOTICE * 3) / 3)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=step)
+                if done:
+                    return task.result()
+                waited += step
+                host = httpx.URL(self.request_url).host
+                say(f"Waiting for {host} to answer ({waited:g} s)...")
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _open(self) -> None:
         resp = await self._send({})
@@ -345,6 +389,8 @@ class HttpResponse(io.RawIOBase):
         skip = 0
         pending: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        handed = loop.time()
         try:
             while True:
                 if error is not None:
@@ -374,9 +420,12 @@ class HttpResponse(io.RawIOBase):
                         have += len(chunk)
                         pending.append(chunk)
                         size += len(chunk)
-                        if size >= BLOCK:
+                        now = loop.time()
+                        if size >= BLOCK or now - handed >= FLUSH_INTERVAL:
+                            # Full batches on a fast link; on a slow one, what came in
+                            # the last FLUSH_INTERVAL, so progress keeps its 1 Hz.
                             await self._inbox.put(pending)
-                            pending, size = [], 0
+                            pending, size, handed = [], 0, now
                     if skip:
                         raise httpx.RemoteProtocolError("body ended before the resume point")
                     if self.length is not None and have < self.length:
@@ -524,6 +573,7 @@ class HttpResponse(io.RawIOBase):
                 self._eof = True
                 raise item
             self._chunks, self._next = item, 0
+            self.batches += 1
         self._block, self._off = self._chunks[self._next], 0
         self._next += 1
         return True
@@ -634,6 +684,17 @@ class _Inbox:
             self._loop.call_soon_threadsafe(self._space.set)
 
 
+def _scheme(url: str) -> str:
+    try:
+        return httpx.URL(url).scheme.lower()
+    except (httpx.InvalidURL, ValueError):
+        return ""
+
+
+class TimedOut(NestosError):
+    """The cause of a fetch that failed because the server stayed silent."""
+
+
 def _short_body(have: int, length: int) -> str:
     return (
         "peer closed connection without sending complete message body: "
@@ -652,16 +713,19 @@ def fetch(
     *,
     retries: int | None = 0,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    on_final: Callable[[str], None] | None = None,
 ) -> HttpResponse:
     """Start a GET (retrying per docs/compat.md#http-retries) and return once headers are in.
 
     Raises NestosError("fetching '<url>'") when the server refuses. The caller checks
-    `.status` (only 200 carries a body) and must close() the response.
+    `.status` (only 200 carries a body) and must close() the response. `on_final`
+    checks the URL a redirect chain ended at (raising NestosError to refuse it); by
+    default an https:// URL must end at https://.
     """
     budget = Budget(retries=retries)
     if sleep is not None:
         budget.sleep = sleep
-    return HttpResponse(url, budget).open()
+    return HttpResponse(url, budget, on_final).open()
 
 
 def fetch_bytes(
@@ -670,9 +734,10 @@ def fetch_bytes(
     retries: int | None = 0,
     limit: int = 64 << 20,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    on_final: Callable[[str], None] | None = None,
 ) -> tuple[HttpResponse, bytes]:
     """A small document (stream JSON, signature) in memory; refuses more than `limit`."""
-    resp = fetch(url, retries=retries, sleep=sleep)
+    resp = fetch(url, retries=retries, sleep=sleep, on_final=on_final)
     try:
         if resp.length is not None and resp.length > limit:
             raise NestosError(f"reading '{resp.url}'") from NestosError(

@@ -12,6 +12,8 @@ httpcore connection pool; proxied and https:// requests keep httpx's transports.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import select
 import socket
 from collections.abc import Iterable
@@ -118,6 +120,19 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def _connect_text(exc: OSError, host: str, port: int) -> str:
+    """Words for a failed connect (httpcore's pool drops the exception's cause, so
+    the text must say it all; net/messages.py passes texts in this form through)."""
+    if isinstance(exc, socket.gaierror):
+        text = str(exc)
+        reason = text.split("] ", 1)[1] if text.startswith("[Errno") and "] " in text else text
+        return f"could not resolve host '{host}': {reason}"
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.ECONNREFUSED:
+        reason = "connection refused"
+    return f"could not connect to {host} port {port}: {reason}"
+
+
 class PlainBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(
         self,
@@ -151,10 +166,12 @@ class PlainBackend(httpcore.AsyncNetworkBackend):
                         raise
                     return PlainStream(sock)
         except TimeoutError as exc:
-            raise httpcore.ConnectTimeout("timed out") from exc
+            raise httpcore.ConnectTimeout(f"timed out connecting to {host} port {port}") from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        raise httpcore.ConnectError(str(last) if last else f"no address for {host}")
+            raise httpcore.ConnectError(_connect_text(exc, host, port)) from exc
+        if last is None:
+            raise httpcore.ConnectError(f"could not resolve host '{host}': no address")
+        raise httpcore.ConnectError(_connect_text(last, host, port)) from last
 
     async def connect_unix_socket(
         self,

@@ -15,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FormatError, NestosError
+from ..jsontext import json_error_text
 from .http import fetch_bytes
 
 STREAM_JSON_LIMIT = 64 << 20
@@ -81,7 +82,7 @@ def parse_stream(data: bytes) -> Stream:
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise FormatError("decoding stream metadata") from FormatError(str(exc))
+        raise FormatError("decoding stream metadata") from FormatError(json_error_text(exc))
     try:
         return Stream.model_validate(doc)
     except ValidationError as exc:

@@ -219,3 +219,21 @@ def test_bad_urls_fail_at_once(url: str, sleeps: list[float]) -> None:
         http.fetch(url, retries=3, sleep=fake_sleep(sleeps))
     assert chain(info.value)[0] == f"fetching '{url}'"
     assert sleeps == []
+
+
+def test_slow_link_hands_over_partial_batches(server: Server) -> None:
+    """At a few hundred kB/s a reader must not wait for a full 1 MiB batch (install's
+    progress would print once per batch, not at 1 Hz): what arrived is handed over
+    every FLUSH_INTERVAL. The server's rate bounds the batches, not our timing."""
+    data = os.urandom(3 << 19)  # 1.5 MiB at 512 KiB/s: ~3 s
+    server.add("/slow", data, rate=512 << 10)
+    resp = http.fetch(server.url("/slow"))
+    try:
+        blocks = []
+        while block := resp.read1(1 << 22):
+            blocks.append(block)
+        batches = resp.batches
+    finally:
+        resp.close()
+    assert b"".join(blocks) == data
+    assert batches >= 4  # 1 MiB batches would make 2
