@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 
 import httpx
@@ -55,6 +56,14 @@ def network_text(exc: BaseException, url: httpx.URL | None = None) -> str:
             reason = os.strerror(link.errno) if link.errno and link.errno > 0 else None
             reason = reason or _gai_reason(link)
             return f"could not resolve host '{host}': {reason}"
+    for link in links:
+        if isinstance(link, ssl.SSLCertVerificationError):
+            why = link.verify_message or "certificate verify failed"
+            return (
+                f"could not verify the TLS certificate of {host}: {why} (CERTIFICATE_VERIFY_FAILED)"
+            )
+        if isinstance(link, ssl.SSLError):
+            return f"TLS error with {host}{port}: {link.reason or link.strerror or link}"
     for link in links:
         if isinstance(link, OSError) and link.errno:
             reason = os.strerror(link.errno)
