@@ -26,8 +26,22 @@ def retries_arg(text: str) -> int | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def timeout_arg(text: str) -> float:
+    """argparse type for --fetch-timeout: the network layer's parser (install's too)."""
+    from ..net.http import parse_timeout
+
+    try:
+        return parse_timeout(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from ..download import Options, download_artifact, sources_for
+    from ..net.http import set_fetch_timeout
+
+    if args.fetch_timeout is not None:
+        set_fetch_timeout(args.fetch_timeout)
 
     opts = Options(
         directory=Path(args.directory),
@@ -127,6 +141,12 @@ def register(reg: Registry) -> None:
         default=0,
         metavar="N",
         help="Fetch retries, or 'infinite' (default: 0)",
+    )
+    p.add_argument(
+        "--fetch-timeout",
+        type=timeout_arg,
+        metavar="SECS",
+        help="Seconds to wait for a connection or for more data (default: 300)",
     )
 
     ls = reg.command("list-stream", "List available images in a NestOS stream", cmd_list_stream)

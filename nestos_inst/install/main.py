@@ -240,6 +240,10 @@ def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
     from ..disk.saved import parse_partition_filters
 
     check_conflicts(cfg, "validating arguments")
+    if cfg.fetch_timeout is not None:
+        from ..net.http import set_fetch_timeout
+
+        set_fetch_timeout(cfg.fetch_timeout)
     if not cfg.dest_device:
         raise NestosError("destination device must be specified")
     if cfg.secure_ipl and default_architecture() != "s390x":

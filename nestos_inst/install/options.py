@@ -87,6 +87,14 @@ def _firstboot(text: str) -> None:
     check_text(text, "first-boot kernel arguments")
 
 
+def parse_fetch_timeout(text: str) -> float:
+    """The network layer's parser for `--fetch-timeout` (imported when first used:
+    it lives with httpx, which the command line does not load up front)."""
+    from ..net.http import parse_timeout
+
+    return parse_timeout(text)
+
+
 TEXT = ValueType("text", _text)
 PLATFORM = ValueType("platform", _checked(check_platform), usage_error=False)
 KARG = ValueType("karg", _checked(check_karg), usage_error=False)
@@ -95,6 +103,7 @@ URL = ValueType("url", check_url)
 DIGEST = ValueType("digest", IgnitionHash.parse)
 CONSOLE = ValueType("console", parse_console)
 RETRIES = ValueType("retries", parse_fetch_retries)
+TIMEOUT = ValueType("timeout", parse_fetch_timeout)
 
 
 def parse_value(vtype: ValueType, text: str) -> Any:
@@ -377,6 +386,18 @@ class InstallConfig(BaseModel):
             example=["/etc/nestos/keys/distributor.asc"],
         ),
     ] = ()
+    fetch_timeout: Annotated[
+        float | None,
+        Opt(
+            "single",
+            "Seconds to wait for a connection or for more data",
+            value=TIMEOUT,
+            metavar="SECS",
+            advanced=True,
+            shown_default="`300`",
+            example=600,
+        ),
+    ] = None
     dry_run: Annotated[
         bool,
         Opt("flag", "Print the install plan and write nothing", in_config=False, advanced=True),
@@ -574,6 +595,8 @@ def options_table() -> str:
             value = "`true`"
         elif opt.value is RETRIES:
             value = "number or `infinite`"
+        elif opt.value is TIMEOUT:
+            value = "seconds"
         else:
             value = "string"
         if opt.shown_default:

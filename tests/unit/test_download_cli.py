@@ -308,6 +308,23 @@ def test_bad_fetch_retries_is_usage_error(site: Site, out: Path) -> None:
     assert "error:" in err(proc)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--fetch-retries", "99999999999", "expected a number or 'infinite'"),
+        ("--fetch-timeout", "-1", "invalid timeout '-1'"),
+    ],
+)
+def test_fetch_values_use_installs_parsers(
+    site: Site, out: Path, flag: str, value: str, message: str
+) -> None:
+    """download and install share one parser per value: the same bounds, the same words."""
+    proc = dl(site, out, flag, value, "-u", "http://127.0.0.1:1/x")
+    assert proc.returncode == 2
+    assert message in err(proc)
+    assert listing(out) == []
+
+
 # ---------------------------------------------------------------- verification faults
 
 

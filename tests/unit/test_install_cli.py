@@ -40,6 +40,8 @@ def test_help_lists_every_visible_flag_within_80_columns() -> None:
         (("/dev/x", "--console", "console=ttyS0"), 'spec should not start with "console="'),
         (("/dev/x", "--ignition-hash", "sha512-00"), "wrong digest length (8)"),
         (("/dev/x", "--fetch-retries", "abc"), "expected a number or"),
+        (("/dev/x", "--fetch-retries", "99999999999"), "expected a number or"),
+        (("/dev/x", "--fetch-timeout", "0"), "invalid timeout '0'"),
         (("/dev/x", "--image-url", "nope"), "relative URL without a base"),
         (("/dev/x", "--bogus"), "unrecognized arguments: --bogus"),
     ],

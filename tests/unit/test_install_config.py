@@ -258,3 +258,17 @@ def test_docs_key_table_is_generated_from_the_table() -> None:
     begin = "<!-- generated from nestos_inst/install/options.py: options_table() -->\n"
     end = "<!-- end of generated table -->"
     assert doc[doc.index(begin) + len(begin) : doc.index(end)] == options_table()
+
+
+def test_fetch_timeout_and_retries_parse_once_for_every_layer() -> None:
+    """The same parsers as the command line: YAML numbers become seconds and counts;
+    out-of-range values are errors naming the key (one parser per value type)."""
+    cfg = merge_layers([{"fetch-timeout": 5, "fetch-retries": 3}])
+    assert (cfg.fetch_timeout, cfg.retries) == (5.0, 3)
+    for layer, key in (
+        ({"fetch-timeout": 0}, "fetch-timeout"),
+        ({"fetch-retries": 99999999999}, "fetch-retries"),
+    ):
+        with pytest.raises(NestosError) as exc:
+            merge_layers([layer])
+        assert f"invalid value for `{key}`" in format_chain(exc.value)
