@@ -9,6 +9,7 @@ in /var/tmp/nestos-bench-cache (outside the repository) by recipe, so only the f
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -174,10 +175,13 @@ def compressed(fmt: str, size_mib: int) -> Path:
     return _cached(f"{raw.name}.{fmt}.{suffix}", f"{' '.join(argv)} < {raw.name}", build)
 
 
+_TARGETS = itertools.count()  # several loop devices at once (bench_fleet)
+
+
 @contextmanager
 def loop_device(size: int) -> Iterator[str]:
     """A loop device over a sparse file of `size` bytes in the cache, detached after."""
-    backing = CACHE / f"io-write-target-{os.getpid()}.img"
+    backing = CACHE / f"io-write-target-{os.getpid()}-{next(_TARGETS)}.img"
     with open(backing, "wb") as f:
         f.truncate(size)
     dev = subprocess.run(
