@@ -6,7 +6,8 @@ A test names its scenario with `@pytest.mark.scenario("name")` (or a
 unless the test records its own measure (scenarios that share parallel boots) with
 `request.node.user_properties.append(("scenario_seconds", s))`, and may add a
 JSON-able `("scenario_details", {...})` (fleet-4's per-VM figures). Skipped scenarios are
-reported with `"passed": false, "skipped": true`. Any test module can use it.
+reported with `"passed": false, "skipped": true`. Any test module can use it. Entries of
+scenarios not run this time (pytest -k) are kept from the previous report.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _results:
         return
     REPORT.parent.mkdir(parents=True, exist_ok=True)
+    # A run of some scenarios (pytest -k) updates their entries and keeps the others
+    # from the previous report; `make e2e` runs them all.
+    entries: list[dict[str, Any]] = []
+    try:
+        old = json.loads(REPORT.read_text())
+        if isinstance(old, list):
+            entries = [e for e in old if isinstance(e, dict) and e.get("name") not in _results]
+    except (OSError, ValueError):
+        pass
+    entries += [_results[n] for n in _order]
     tmp = REPORT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps([_results[n] for n in _order], indent=2) + "\n")
+    tmp.write_text(json.dumps(entries, indent=2) + "\n")
     tmp.replace(REPORT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 import time
@@ -54,6 +55,8 @@ KEYRING = "keyring: [/etc/nestos-e2e/key.asc]\n"
 FAIL_KARGS = "rd.shell=0 rd.emergency=poweroff"
 VM_TIMEOUT = 1200  # TCG on a shared 2-core host: generous
 FLEET = 4
+# Single-VM scenarios at once: one per host core by default (a TCG guest uses one).
+PARALLEL = int(os.environ.get("NESTOS_E2E_PARALLEL", "2"))
 
 
 def _need(*tools: str) -> None:
@@ -428,7 +431,7 @@ def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[Launched]:
         and hasattr(item, "callspec")
         and "name" in item.callspec.params
     }
-    pool = ThreadPoolExecutor(2, thread_name_prefix="scenario")
+    pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="scenario")
     futures = {
         name: pool.submit(_timed, fn, env) for name, fn in SCENARIOS.items() if name in selected
     }
