@@ -37,6 +37,16 @@ NETDIR = "etc/nestos-firstboot-network"
 KEYFILE = b"[connection]\nid=secret\n[wifi-security]\npsk=hunter2\n"
 
 
+@pytest.fixture(autouse=True)
+def _umask() -> Iterator[None]:
+    """Modes asserted below (0644 for files we make, 0600 for secrets) assume 022."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def fails(
     proc: subprocess.CompletedProcess[bytes], message: str, rc: int = 1
 ) -> subprocess.CompletedProcess[bytes]:
@@ -368,7 +378,6 @@ def test_wrap_replaces_existing_output_only_when_complete(
 
 
 def test_secret_outputs_are_0600(media: dict[str, Path], tmp_path: Path) -> None:
-    os.umask(0o022)
     wrapped = tmp_path / "ign.img"
     assert (
         run_capped("pxe", "ignition", "wrap", "-i", media["config"], "-o", wrapped).returncode == 0
