@@ -696,9 +696,10 @@ class TimedOut(NestosError):
 
 
 def _short_body(have: int, length: int) -> str:
+    """The words httpx's own path uses for the same break (kernel path or not)."""
     return (
-        "peer closed connection without sending complete message body: "
-        f"received {have} bytes, expected {length}"
+        "peer closed connection without sending complete message body "
+        f"(received {have} bytes, expected {length})"
     )
 
 

@@ -510,3 +510,47 @@ def test_no_temp_files_left_anywhere(site: Site, out: Path) -> None:
     url = site.put("a.raw.xz", XZ, sign=site.other)
     dl(site, out, "-u", url)
     assert not [p for p in os.listdir(out) if p.startswith(".nestos-installer-temp")]
+
+
+# ---------------------------------------------------------------- speed tricks off
+
+
+def _outcome(proc: subprocess.CompletedProcess[bytes], out: Path) -> tuple[object, ...]:
+    """What a user sees, minus progress lines (their count depends on timing)."""
+    lines = [line for line in err(proc).splitlines() if not line.startswith("Read ")]
+    files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    stdout = proc.stdout.decode().replace(str(out), "OUT")
+    return proc.returncode, stdout, [line.replace(str(out), "OUT") for line in lines], files
+
+
+@pytest.mark.parametrize("case", ["good", "flipped", "dropped", "sha256"])
+def test_same_results_with_speed_tricks_off(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """NESTOS_INSTALLER_FAST_PATHS=none (no own socket backend, no splice/tee, default
+    malloc) gives the same bytes, messages and exit code as the default."""
+    data = random.Random(5).randbytes(3 << 20)  # noqa: S311 - reproducible test data
+    kw: dict[str, object] = {"drop_after": 1_100_000, "drop_times": 1} if case == "dropped" else {}
+    url = site.put("img.raw.xz", data, sign=site.key, etag='"v1"', **kw)
+    if case == "flipped":
+        bad = bytearray(data)
+        bad[len(bad) // 2] ^= 1
+        (site.files / "img.raw.xz").write_bytes(bytes(bad))
+    args: list[str] = ["--fetch-retries", "2", "-u", url]
+    if case == "sha256":
+        art = site.artifact("img.raw.xz")
+        art["sha256"] = "0" * 64
+        args = ["--stream-base-url", site.stream("stable", {"raw.xz": {"disk": art}})]
+        args += ["-a", "x86_64"]
+    results = []
+    for mode in ("all", "none"):
+        out = tmp_path / f"out-{mode}"
+        out.mkdir()
+        if case == "dropped":  # the server drops each connection once per entry
+            site.server.add("/art/img.raw.xz", site.files / "img.raw.xz", etag='"v1"', **kw)
+        monkeypatch.setenv("NESTOS_INSTALLER_FAST_PATHS", mode)
+        results.append(_outcome(dl(site, out, *args), out))
+    assert results[0][:2] == results[1][:2]
+    assert results[0][2] == results[1][2], "\n".join(map(str, results[1][2]))
+    assert results[0][3] == results[1][3]
+    assert results[0][0] == (0 if case in ("good", "dropped") else 1)
