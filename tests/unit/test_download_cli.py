@@ -515,7 +515,9 @@ def test_no_temp_files_left_anywhere(site: Site, out: Path) -> None:
 # ---------------------------------------------------------------- speed tricks off
 
 
-def _outcome(proc: subprocess.CompletedProcess[bytes], out: Path) -> tuple[object, ...]:
+def _outcome(
+    proc: subprocess.CompletedProcess[bytes], out: Path
+) -> tuple[int, str, list[str], dict[str, bytes]]:
     """What a user sees, minus progress lines (their count depends on timing)."""
     lines = [line for line in err(proc).splitlines() if not line.startswith("Read ")]
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
@@ -551,6 +553,6 @@ def test_same_results_with_speed_tricks_off(
         monkeypatch.setenv("NESTOS_INSTALLER_FAST_PATHS", mode)
         results.append(_outcome(dl(site, out, *args), out))
     assert results[0][:2] == results[1][:2]
-    assert results[0][2] == results[1][2], "\n".join(map(str, results[1][2]))
+    assert results[0][2] == results[1][2], "\n".join(results[1][2])
     assert results[0][3] == results[1][3]
     assert results[0][0] == (0 if case in ("good", "dropped") else 1)
