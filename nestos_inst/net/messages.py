@@ -49,6 +49,8 @@ def network_text(exc: BaseException, url: httpx.URL | None = None) -> str:
             url = exc.request.url
         except RuntimeError:  # no request attached
             url = None
+    if isinstance(exc, httpx.TransportError) and str(exc).startswith(("could not ", "timed out")):
+        return str(exc)  # already in these words (net/plain.py, net/transport.py)
     host, port = _where(url)
     links = list(_causes(exc))
     for link in links:
@@ -72,8 +74,6 @@ def network_text(exc: BaseException, url: httpx.URL | None = None) -> str:
             if isinstance(exc, httpx.ConnectError):
                 return f"could not connect to {host}{port}: {reason}"
             return reason
-    if isinstance(exc, httpx.TransportError) and str(exc).startswith(("could not ", "timed out")):
-        return str(exc)  # already in these words (net/plain.py)
     if isinstance(exc, httpx.ConnectTimeout):
         return f"timed out connecting to {host}{port}"
     if isinstance(exc, httpx.ReadTimeout):
@@ -86,6 +86,21 @@ def network_text(exc: BaseException, url: httpx.URL | None = None) -> str:
         return "too many redirects"
     text = describe(exc)
     return text if text != type(exc).__name__ else f"{type(exc).__name__} (connection error)"
+
+
+def reason(exc: BaseException) -> str | None:
+    """Just the operating system's reason (e.g. "connection refused"), if one is known."""
+    for link in _causes(exc):
+        if isinstance(link, socket.gaierror):
+            return _gai_reason(link)
+        if isinstance(link, OSError) and link.errno:
+            if link.errno == errno.ECONNREFUSED:
+                return "connection refused"
+            return os.strerror(link.errno)
+    text = str(exc)
+    if text.startswith("could not connect to ") and ": " in text:
+        return text.rsplit(": ", 1)[1]
+    return None
 
 
 def _gai_reason(exc: socket.gaierror) -> str:

@@ -33,6 +33,7 @@ import httpx
 from .. import fastpaths
 from ..errors import NestosError, describe
 from ..io.files import CA_FILE_LIMIT, read_limited
+from .messages import reason
 from .plain import PlainBackend
 
 # httpcore's exception -> httpx's exception of the same meaning (both public).
@@ -213,7 +214,7 @@ class Router(httpx.AsyncBaseTransport):
         self._direct: httpx.AsyncHTTPTransport | None = None
         self._via: dict[str, httpx.AsyncHTTPTransport] = {}
 
-    def _pick(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+    def _pick(self, url: httpx.URL) -> tuple[httpx.AsyncBaseTransport, str | None]:
         proxy = proxy_for(url, self._proxies)
         if proxy is not None:
             if proxy not in self._via:
@@ -223,17 +224,28 @@ class Router(httpx.AsyncBaseTransport):
                     )
                 except (ValueError, ImportError, httpx.HTTPError) as exc:
                     raise NestosError(f"using proxy '{proxy}'") from NestosError(describe(exc))
-            return self._via[proxy]
+            return self._via[proxy], proxy
         if url.scheme == "http" and self._fast:
             if self._plain is None:
                 self._plain = PlainTransport()
-            return self._plain
+            return self._plain, None
         if self._direct is None:
             self._direct = httpx.AsyncHTTPTransport(verify=trust_context(), trust_env=False)
-        return self._direct
+        return self._direct, None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._pick(request.url).handle_async_request(request)
+        transport, proxy = self._pick(request.url)
+        if proxy is None:
+            return await transport.handle_async_request(request)
+        try:
+            return await transport.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            # The connection that failed is the one to the proxy: say so, with its
+            # address, not the target's.
+            why = reason(exc) or describe(exc)
+            raise httpx.ProxyError(
+                f"could not connect to proxy {proxy}: {why}", request=request
+            ) from exc
 
     async def aclose(self) -> None:
         transports: list[httpx.AsyncBaseTransport] = [*self._via.values()]
