@@ -166,3 +166,20 @@ def test_proxy_choice() -> None:
     assert proxy_for(httpx.URL("https://x/y"), env) == "http://fallback:1"
     assert proxy_for(httpx.URL("http://local/y"), env) is None
     assert proxy_for(httpx.URL("http://x/y"), {}) is None
+
+
+def test_ignition_url_goes_through_proxy(proxy: Proxy, server: Server, tmp_path: Path) -> None:
+    """install fetches the Ignition config while validating (--dry-run too)."""
+    server.add("/config.ign", b'{"ignition": {"version": "3.4.0"}}')
+    image = tmp_path / "img.raw"
+    image.write_bytes(bytes(1 << 20))
+    target = tmp_path / "target.img"
+    target.write_bytes(b"keep me")
+    url = server.url("/config.ign")
+    proc = run_cli(
+        "install", target, "-f", image, "--insecure", "--dry-run",
+        "--ignition-url", url, "--insecure-ignition",
+        env={"http_proxy": proxy.url},
+    )  # fmt: skip
+    assert f"GET {url} HTTP/1.1" in proxy.requests(), proc.stderr.decode()
+    assert target.read_bytes() == b"keep me"
