@@ -53,7 +53,7 @@ DEST_IGNITION = '{"ignition": {"version": "3.3.0"}, "passwd": {}}'
 KEYRING = "keyring: [/etc/nestos-e2e/key.asc]\n"
 # A failed install must stop the VM, not wait at an emergency shell.
 FAIL_KARGS = "rd.shell=0 rd.emergency=poweroff"
-VM_TIMEOUT = 1200  # TCG on a shared 2-core host: generous
+VM_TIMEOUT = 1800  # TCG on a shared 2-core host (20+ min seen at load 25): generous
 FLEET = 4
 # Single-VM scenarios at once: one per host core by default (a TCG guest uses one).
 PARALLEL = int(os.environ.get("NESTOS_E2E_PARALLEL", "2"))
@@ -410,15 +410,19 @@ SCENARIOS: dict[str, Callable[[Env], None]] = {
 @dataclass
 class Launched:
     futures: dict[str, Future[float]]
+    seconds: dict[str, float] = field(default_factory=dict)  # also for failed ones
 
 
 _LAUNCHED: list[Launched] = []
 
 
-def _timed(fn: Callable[[Env], None], env: Env) -> float:
+def _timed(fn: Callable[[Env], None], env: Env, name: str, out: dict[str, float]) -> float:
     t = time.monotonic()
-    fn(env)
-    return time.monotonic() - t
+    try:
+        fn(env)
+    finally:
+        out[name] = time.monotonic() - t
+    return out[name]
 
 
 @pytest.fixture(scope="module")
@@ -432,10 +436,13 @@ def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[Launched]:
         and "name" in item.callspec.params
     }
     pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="scenario")
+    seconds: dict[str, float] = {}
     futures = {
-        name: pool.submit(_timed, fn, env) for name, fn in SCENARIOS.items() if name in selected
+        name: pool.submit(_timed, fn, env, name, seconds)
+        for name, fn in SCENARIOS.items()
+        if name in selected
     }
-    _LAUNCHED.append(Launched(futures))
+    _LAUNCHED.append(Launched(futures, seconds))
     yield _LAUNCHED[-1]
     pool.shutdown(wait=True)
     _LAUNCHED.clear()
@@ -446,13 +453,12 @@ def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[Launched]:
 )
 def test_scenario(name: str, launched: Launched, request: pytest.FixtureRequest) -> None:
     fut = launched.futures[name]
-    seconds = None
     try:
-        seconds = fut.result()
+        fut.result()
     finally:
-        # The scenario's own time (it shared the host with one other VM).
-        if seconds is not None:
-            request.node.user_properties.append(("scenario_seconds", seconds))
+        # The scenario's own time (it shared the host with the other running VMs).
+        if name in launched.seconds:
+            request.node.user_properties.append(("scenario_seconds", launched.seconds[name]))
 
 
 @pytest.mark.scenario("fleet-4")

@@ -145,14 +145,14 @@ def service_runs(
     extra3 = payload(run3, metal, signing_key, corrupt=False)
     with ThreadPoolExecutor(3) as pool:
         f1 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=1200
+            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=1800
         )
         f2 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=1200
+            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=1800
         )
         f3 = pool.submit(
             boot, vm_kernel, [base_initrd, extra3], disk3,
-            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=1200,
+            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=1800,
             stop_on="Starting login shell",
         )  # fmt: skip
         boots = [f1.result(), f2.result(), f3.result()]
