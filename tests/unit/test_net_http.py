@@ -237,3 +237,20 @@ def test_slow_link_hands_over_partial_batches(server: Server) -> None:
         resp.close()
     assert b"".join(blocks) == data
     assert batches >= 4  # 1 MiB batches would make 2
+
+
+def test_network_thread_is_stopped_and_restartable(server: Server) -> None:
+    """The entry point calls stop_network() when a command ends: the loop thread is
+    joined (nothing left running), and a later fetch starts a fresh one."""
+    import threading
+
+    server.add("/a", b"first")
+    _, body = http.fetch_bytes(server.url("/a"))
+    assert body == b"first"
+    assert any(t.name == "http" for t in threading.enumerate())
+    http.stop_network()
+    assert not any(t.name == "http" for t in threading.enumerate())
+    _, body = http.fetch_bytes(server.url("/a"))
+    assert body == b"first"
+    http.stop_network()
+    assert not any(t.name == "http" for t in threading.enumerate())
