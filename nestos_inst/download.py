@@ -7,7 +7,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import NestosError
 from .io.compress import open_decompressed
@@ -124,17 +123,16 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
         fd, tmp = _temp_in(opts.directory)
         temps.append(tmp)
         try:
-            stream: BinaryIO = reader.binary()
-            if target is not None:
-                stream = open_decompressed(stream, concatenated=False)
-            with contextlib.closing(stream):
+            binary = reader.binary()
+            decoded = open_decompressed(binary) if target is not None else None
+            with contextlib.closing(decoded if decoded is not None else binary):
                 try:
-                    if target is None:
+                    if decoded is None:
                         reader.copy_into(fd)
                     else:
                         # Disk writeback runs alongside, leaving fsync() only the tail.
                         copy_to_fd(
-                            stream,
+                            decoded,
                             fd,
                             offset=0,
                             chunk=COPY_SIZE,

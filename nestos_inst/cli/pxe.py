@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,14 +19,20 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import NestosError, context
 from ..formats.glob import compile_globs
-from ..formats.initrd import network_members, network_patterns, read_initrd_stream, write_initrd
+from ..formats.initrd import (
+    list_initrd,
+    network_members,
+    network_patterns,
+    read_initrd_stream,
+    stage_initrd,
+    write_initrd,
+)
 from ..formats.kargs import check_text
 from ..io.files import (
     IGNITION_LIMIT,
     KEYFILE_LIMIT,
     SECRET_MODE,
     Created,
-    create_new,
     read_limited,
     refuse_existing,
     write_file,
@@ -127,9 +135,13 @@ def _network_unwrap(args: argparse.Namespace) -> int:
 
 def _dev_show(args: argparse.Namespace) -> int:
     restore_sigpipe()
-    members = read_members(args.initrd, args.globs or ["*"])
+    patterns = args.globs or ["*"]
+    compile_globs(patterns)  # reject bad globs before touching the input
+    # Names only: member data is skipped piece by piece, never held.
+    with open_input(args.initrd) as f, context(f"reading initrd {_display(args.initrd)}"):
+        names = list_initrd(f, patterns)
     out = sys.stdout.buffer
-    out.write(b"".join(os.fsencode(name) + b"\n" for name in members))
+    out.write(b"".join(os.fsencode(name) + b"\n" for name in names))
     out.flush()
     return 0
 
@@ -172,17 +184,31 @@ def extraction_targets(names: Sequence[str], directory: str) -> dict[str, str]:
 
 
 def _dev_extract(args: argparse.Namespace) -> int:
-    members = read_members(args.initrd, args.globs or ["*"])
-    targets = extraction_targets(list(members), args.directory)
+    patterns = args.globs or ["*"]
+    compile_globs(patterns)
+    directory = args.directory
     written: list[str] = []
     with Created() as created:
-        for path, data in members.items():
-            target = targets[path]
-            created.makedirs(os.path.dirname(target) or ".")
-            # Member data can be anything, an Ignition config included: owner-only.
-            create_new(target, data, SECRET_MODE)
-            created.add(target)
-            written.append(target)
+        created.makedirs(directory)
+        # Members are streamed into a private staging directory first (memory
+        # independent of their sizes, files 0600 since data may be secret); only once
+        # the whole archive has been read and every target checked does anything
+        # appear under its own name.
+        with context(f"creating a staging directory in {directory}"):
+            stage = tempfile.mkdtemp(prefix=".nestos-installer-extract-", dir=directory)
+        try:
+            with open_input(args.initrd) as f, context(f"reading initrd {_display(args.initrd)}"):
+                staged = stage_initrd(f, patterns, stage, check_name=check_traversal)
+            targets = extraction_targets(sorted(staged), directory)
+            for path in sorted(staged):
+                target = targets[path]
+                created.makedirs(os.path.dirname(target) or ".")
+                with context(f"creating {target}"):
+                    os.link(staged[path], target)  # create-new: never replaces a file
+                created.add(target)
+                written.append(target)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     if args.verbose:
         for target in written:
             print_path(target)

@@ -78,8 +78,50 @@ def _decode_name(raw: bytes) -> str:
         raise FormatError(f"cpio entry name is not valid UTF-8: {name!r}") from exc
 
 
-def iter_archive(read: Read, keep: Callable[[str, int], bool]) -> Iterator[Entry]:
-    """Entries of one archive up to its trailer for which keep(name, mode) is true.
+class Member:
+    """One archive member whose data is read in bounded pieces, before the next member.
+
+    Reading a member never holds more than one piece of it, so a member that declares
+    gigabytes costs no memory unless the caller keeps it (`read_all` with a limit)."""
+
+    def __init__(self, name: str, mode: int, size: int, read: Read) -> None:
+        self.name = name
+        self.mode = mode
+        self.size = size
+        self._read = read
+        self._left = size
+
+    def read(self, n: int = _CHUNK) -> bytes:
+        """Up to n bytes of the member's data; b"" once all of it has been read."""
+        if self._left <= 0 or n <= 0:
+            return b""
+        chunk = self._read(min(n, self._left, _CHUNK))
+        if not chunk:
+            raise FormatError(f"unexpected end of cpio archive reading data of {self.name}")
+        self._left -= len(chunk)
+        return chunk
+
+    def read_all(self, limit: int | None = None) -> bytes:
+        """The whole (remaining) data; FormatError if the member is larger than `limit`."""
+        if limit is not None and self.size > limit:
+            raise FormatError(
+                f"archive member {self.name} is {self.size} bytes, more than the "
+                f"{limit} bytes this command keeps in memory"
+            )
+        data = read_exact(self._read, self._left, f"data of {self.name}")
+        self._left = 0
+        return data
+
+    def skip(self) -> None:
+        """Read past what is left of the data."""
+        _skip(self._read, self._left, f"data of {self.name}")
+        self._left = 0
+
+
+def iter_members(read: Read, keep: Callable[[str, int], bool]) -> Iterator[Member]:
+    """Members of one archive up to its trailer for which keep(name, mode) is true, each
+    with its data still to be read (whatever the caller leaves unread is skipped when it
+    asks for the next member).
 
     `read(n)` returns at most n bytes, b"" at end of input. Reading stops right after
     the trailer's padding, so whatever follows (block padding, the next archive) is
@@ -97,14 +139,17 @@ def iter_archive(read: Read, keep: Callable[[str, int], bool]) -> Iterator[Entry
         _skip(read, _pad4(HEADER_LEN + namesize), "entry name padding")
         if name == TRAILER:
             return
-        wanted = keep(name, mode)
-        if wanted:
-            data = read_exact(read, filesize, f"data of {name}")
-        else:
-            _skip(read, filesize, f"data of {name}")
+        member = Member(name, mode, filesize, read)
+        if keep(name, mode):
+            yield member
+        member.skip()
         _skip(read, _pad4(filesize), f"data padding of {name}")
-        if wanted:
-            yield Entry(name, mode, data)
+
+
+def iter_archive(read: Read, keep: Callable[[str, int], bool]) -> Iterator[Entry]:
+    """Entries of one archive (see iter_members) with their data read whole."""
+    for member in iter_members(read, keep):
+        yield Entry(member.name, member.mode, member.read_all())
 
 
 def parse_archive(data: bytes) -> list[Entry]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import FormatError, NestosError
+from ..io.compress import Decoder, open_decompressed
 from .bincode import U32_MAX, Reader, encode_str, encode_varint
 from .iso9660 import SECTOR, IsoFs, Record
 
@@ -138,27 +139,23 @@ def parse(raw: bytes) -> MinisoData:
 
 
 class _XzSource:
-    """Pull-based xz decoder over an in-memory stream, bounded output per call."""
+    """The packed bytes decoded in bounded pieces. Like the upstream reader, decoding
+    stops at the end of the xz stream (what follows inside the field is not read)."""
 
     def __init__(self, data: bytes) -> None:
-        self._dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-        self._pending = data
+        self._data = data
+        self._dec: Decoder | None = None
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; b"" only at the end of the stream."""
-        while not self._dec.eof:
-            data, self._pending = self._pending, b""
-            try:
-                out = self._dec.decompress(data, max_length=n)
-            except lzma.LZMAError as exc:
-                raise FormatError("decompressing packed data") from exc
-            if out:
-                return out
-            if self._dec.needs_input and not self._pending:
-                raise FormatError("decompressing packed data") from FormatError(
-                    "truncated xz stream"
+        try:
+            if self._dec is None:
+                self._dec = open_decompressed(
+                    io.BytesIO(self._data), concatenated=True, expect="xz", parallel=False
                 )
-        return b""
+            return self._dec.read1(n)
+        except FormatError as exc:
+            raise FormatError("decompressing packed data") from exc
 
 
 def _pread_exact(fd: int, offset: int, n: int) -> bytes:

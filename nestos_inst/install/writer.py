@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..disk.gpt import sniff_sector_size
 from ..errors import NestosError
-from ..io.compress import open_decompressed
+from ..io.compress import open_decompressed, passthrough
 from ..io.limit import collision_message
 from ..io.pipeline import copy_to_fd, pwrite_all, read_exact
 
@@ -49,7 +49,7 @@ def write_image(
     written so an image whose signature fails never becomes bootable. `size_limit` is the
     end of the target (regular files / devices) reported with `size_limit_message`.
     """
-    reader = open_decompressed(source) if decompress else source
+    reader = open_decompressed(source) if decompress else passthrough(source)
     try:
         first = read_exact(reader, MiB)
     except NestosError as exc:

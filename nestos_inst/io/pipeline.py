@@ -1,4 +1,4 @@
-"""Copy a stream to a file descriptor on two threads, so both cores work.
+"""The write stage: copy a stream to a file descriptor on two threads.
 
 Decompression (in the reader) and os.pwrite both release the GIL, so a reader thread
 and a writer joined by a small bounded queue overlap them; memory stays at about
@@ -15,26 +15,15 @@ from typing import BinaryIO
 
 from nestos_inst.errors import NestosError
 from nestos_inst.io.limit import WriteLimit
+from nestos_inst.io.stream import Stream, read_full
+
+__all__ = ["copy_to_fd", "pwrite_all", "read_exact", "read_full", "write_all"]
 
 _EOF = object()
 _POLL = 0.1
 
 
-def read_full(read: Callable[[int], bytes], n: int) -> bytes:
-    """n bytes from repeated `read` calls (which may return short counts), fewer only
-    at EOF (an empty read)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        data = read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-def read_exact(reader: BinaryIO, n: int) -> bytes:
+def read_exact(reader: BinaryIO | Stream, n: int) -> bytes:
     """n bytes from reader, fewer only at EOF (read() may return short counts)."""
     return read_full(reader.read, n)
 
@@ -61,7 +50,7 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 
 
 def copy_to_fd(
-    reader: BinaryIO,
+    reader: Stream,
     fd: int,
     *,
     offset: int,
@@ -94,7 +83,7 @@ def copy_to_fd(
 
     # read1 hands out whatever one decoder step produced, without assembling (copying)
     # full chunks; the writer does not care about chunk sizes.
-    pull: Callable[[int], bytes] = getattr(reader, "read1", None) or reader.read
+    pull = reader.read1
 
     def produce() -> None:
         try:

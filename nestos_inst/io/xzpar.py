@@ -27,7 +27,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from nestos_inst.errors import FormatError
-from nestos_inst.io.compress import XZ_MAGIC, _Decoder, _Input, _XzDecoder
+from nestos_inst.io.decoders import XZ_MAGIC, Decoder, XzDecoder, new_xz
+from nestos_inst.io.stream import Input
 
 HEADER_SIZE = 12
 FOOTER_MAGIC = b"YZ"
@@ -228,7 +229,7 @@ class _Shared:
             self.cond.notify_all()
 
 
-def _worker(sh: _Shared, check: int) -> None:
+def _worker(sh: _Shared, check: int, memlimit: int | None) -> None:
     """Decode jobs in stream order of arrival: the oldest unfinished block always has a
     worker, so a later block waiting for its output to be consumed never starves it."""
     while True:
@@ -237,13 +238,13 @@ def _worker(sh: _Shared, check: int) -> None:
         except FormatError:  # cancelled
             return
         assert isinstance(job, _Job)
-        _decode_block(sh, job, check)
+        _decode_block(sh, job, check, memlimit)
 
 
-def _decode_block(sh: _Shared, job: _Job, check: int) -> None:
+def _decode_block(sh: _Shared, job: _Job, check: int, memlimit: int | None) -> None:
     """Worker: decode one block as a synthesized stream, push output chunks in order."""
     try:
-        d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        d = new_xz(memlimit)
         pending = synth_stream_header(check) + job.header
         while True:
             item = sh.get(job.inp)
@@ -277,21 +278,23 @@ def _decode_block(sh: _Shared, job: _Job, check: int) -> None:
         sh.put(job.out, exc)
 
 
-class _XzParallel(_Decoder):
+class _XzParallel(Decoder):
     fmt = "xz"
 
     def __init__(
         self,
-        inp: _Input,
-        concatenated: bool,
+        inp: Input,
         *,
+        concatenated: bool,
+        give_back: bool,
         check: int,
         first: BlockHeader,
         raw: bytes,
         workers: int,
+        memlimit: int | None,
         budget: int = 12 << 20,
     ) -> None:
-        super().__init__(inp, concatenated)
+        super().__init__(inp, concatenated=concatenated, give_back=give_back)
         self._sh = _Shared(budget)
         self._job: _Job | None = None
         self._blocks: list[tuple[int, int]] = []
@@ -306,7 +309,7 @@ class _XzParallel(_Decoder):
         self._producer.start()
         for _ in range(workers):
             threading.Thread(
-                target=_worker, args=(self._sh, check), name="xz-block", daemon=True
+                target=_worker, args=(self._sh, check, memlimit), name="xz-block", daemon=True
             ).start()
 
     def _produce(self, n: int) -> bytes:
@@ -319,7 +322,7 @@ class _XzParallel(_Decoder):
                         self._producer.join()
                         self._check_index(item.records)
                         self._shutdown()
-                        self._finish(b"")
+                        self._end(b"")
                         return b""
                     if isinstance(item, BaseException):
                         raise item
@@ -352,10 +355,15 @@ class _XzParallel(_Decoder):
             self._shutdown()
         super().close()
 
+    def __del__(self) -> None:
+        # An abandoned decoder (an error upstream, a caller that stopped reading) must
+        # not leave its threads waiting forever on queues nobody drains.
+        self._sh.stop.set()
+
 
 def _produce_blocks(
     sh: _Shared,
-    inp: _Input,
+    inp: Input,
     check: int,
     first: BlockHeader,
     raw: bytes,
@@ -416,14 +424,14 @@ def _produce_blocks(
         sh.order.put(exc)
 
 
-def _need(inp: _Input, n: int) -> bytes:
+def _need(inp: Input, n: int) -> bytes:
     data = inp.read_exact(n)
     if len(data) < n:
         raise FormatError("unexpected end of xz stream (truncated input)")
     return data
 
 
-def _read_vli(inp: _Input, acc: bytearray) -> int:
+def _read_vli(inp: Input, acc: bytearray) -> int:
     start = len(acc)
     for _ in range(9):
         byte = _need(inp, 1)
@@ -433,7 +441,7 @@ def _read_vli(inp: _Input, acc: bytearray) -> int:
     raise FormatError("xz variable-length integer too long")
 
 
-def _read_index(inp: _Input, blocks: int) -> list[tuple[int, int]]:
+def _read_index(inp: Input, blocks: int) -> list[tuple[int, int]]:
     """Index (indicator already read) + footer; validates CRCs and backward size."""
     acc = bytearray(b"\x00")
     count = _read_vli(inp, acc)
@@ -469,10 +477,18 @@ def workers_for(dict_size: int | None) -> int:
     return n
 
 
-def xz_decoder(inp: _Input, concatenated: bool, *, parallel: bool = True) -> _Decoder:
+def xz_decoder(
+    inp: Input,
+    *,
+    concatenated: bool,
+    give_back: bool = False,
+    memlimit: int | None = None,
+    parallel: bool = True,
+) -> Decoder:
     """The decoder for one xz stream: parallel when block headers carry sizes."""
+    serial = {"concatenated": concatenated, "give_back": give_back}
     if not parallel:
-        return _XzDecoder(inp, concatenated)
+        return XzDecoder(inp, memlimit=memlimit, **serial)
     seen = inp.read_exact(HEADER_SIZE + 1)
     try:
         check = parse_stream_header(seen)
@@ -487,7 +503,14 @@ def xz_decoder(inp: _Input, concatenated: bool, *, parallel: bool = True) -> _De
     except FormatError:
         # Anything unusual: liblzma's stream decoder decides (and names the error).
         inp.unread(seen)
-        return _XzDecoder(inp, concatenated)
+        return XzDecoder(inp, memlimit=memlimit, **serial)
     return _XzParallel(
-        inp, concatenated, check=check, first=first, raw=raw, workers=workers_for(first.dict_size)
+        inp,
+        concatenated=concatenated,
+        give_back=give_back,
+        check=check,
+        first=first,
+        raw=raw,
+        workers=workers_for(first.dict_size),
+        memlimit=memlimit,
     )

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import lzma
 import os
 import queue
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from ..disk import blockdev
 from ..errors import FormatError, NestosError, VerifyError
+from ..io.compress import open_decompressed
 from ..io.pipeline import pwrite_all
 from .format import Osmet, OsmetFile, checksum_to_object_path, read_file
 
@@ -29,29 +28,6 @@ _ZEROS = bytes(CHUNK)
 # Block-granular extents may run past an object's EOF by less than one fs block.
 MAX_TAIL_SLACK = 1 << 16
 _XZ_MEMLIMIT = 1 << 30
-
-
-class _XzStream:
-    """xz decoder over the tail of the osmet file; refuses truncation and trailing data."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self._d = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=_XZ_MEMLIMIT)
-
-    def read(self, n: int) -> bytes:
-        while True:
-            if self._d.eof:
-                if self._d.unused_data or self._f.read(1):
-                    raise FormatError("trailing data after packed image")
-                return b""
-            data = b""
-            if self._d.needs_input:
-                data = self._f.read(1 << 16)
-                if not data:
-                    raise FormatError("packed image is truncated")
-            out = self._d.decompress(data, n)
-            if out:
-                return out
 
 
 def object_sizes(osmet: Osmet, repo: Path) -> dict[bytes, int]:
@@ -86,11 +62,15 @@ def generate(osmet_file: OsmetFile, repo: Path, chunk: int = CHUNK) -> Iterator[
     osmet = osmet_file.osmet
     with osmet_file.path.open("rb", buffering=0) as raw:
         raw.seek(osmet_file.data_offset)
-        packed = _XzStream(io.BufferedReader(raw, 1 << 16))
+        # One xz stream ending the file (trailing bytes and truncation are errors); one
+        # core, since this already runs beside the writer and the packed part is small.
+        packed = open_decompressed(
+            io.BufferedReader(raw, 1 << 16), expect="xz", memlimit=_XZ_MEMLIMIT, parallel=False
+        )
 
         def from_packed(n: int) -> Iterator[bytes]:
             while n > 0:
-                data = packed.read(min(n, chunk))
+                data = packed.read1(min(n, chunk))
                 if not data:
                     raise FormatError(f"packed image ended early: {n} bytes missing")
                 n -= len(data)
@@ -107,7 +87,7 @@ def generate(osmet_file: OsmetFile, repo: Path, chunk: int = CHUNK) -> Iterator[
                 cursor = start + m.extent.length
             yield from from_packed(part.end_offset - cursor)
             cursor = part.end_offset
-        while data := packed.read(chunk):
+        while data := packed.read1(chunk):
             yield data
 
 

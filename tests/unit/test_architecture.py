@@ -21,28 +21,11 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "nestos_inst"
 
 # (module, offence) pairs other work is removing; see COORD.md. Delete entries, never add.
-KNOWN: frozenset[tuple[str, str]] = frozenset(
-    {
-        # helper io (issue 13 item 2): one decompressor family
-        ("nestos_inst.io.xzpar", "imports private nestos_inst.io.compress._Decoder"),
-        ("nestos_inst.io.xzpar", "imports private nestos_inst.io.compress._Input"),
-        ("nestos_inst.io.xzpar", "imports private nestos_inst.io.compress._XzDecoder"),
-        ("nestos_inst.formats.initrd", "constructs decompressobj"),
-        ("nestos_inst.formats.initrd", "constructs LZMADecompressor"),
-        ("nestos_inst.formats.initrd", "constructs ZstdDecompressor"),
-        ("nestos_inst.formats.miniso", "constructs LZMADecompressor"),
-        ("nestos_inst.osmet.unpack", "constructs LZMADecompressor"),
-    }
-)
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # helper io (issue 13 item 2)
-        frozenset({"nestos_inst.io.compress", "nestos_inst.io.xzpar"}),
-    }
-)
+KNOWN: frozenset[tuple[str, str]] = frozenset()
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
-# The io layer's decompressor family: the only modules that construct decoders.
-DECOMPRESSOR_HOMES = frozenset({"nestos_inst.io.compress", "nestos_inst.io.xzpar"})
+# The io layer's decompressor family: the only module that constructs decoders.
+DECOMPRESSOR_HOMES = frozenset({"nestos_inst.io.decoders"})
 DECOMPRESSOR_CALLS = frozenset(
     {
         "LZMADecompressor",

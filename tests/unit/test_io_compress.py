@@ -130,7 +130,7 @@ def test_concatenated_pipe_with_pushback(encoded: tuple[str, bytes]) -> None:
             return self._b.readinto(b)
 
     src = PushbackReader(io.BufferedReader(Pipe(data + b"rest"), 4096))
-    reader = open_decompressed(src, concatenated=True)  # type: ignore[arg-type]
+    reader = open_decompressed(src, concatenated=True)
     assert reader.read() == DATA
     assert src.read() == b"rest"
 
@@ -239,7 +239,7 @@ class Trickle(io.RawIOBase):
 def test_short_reads_from_source(encoded: tuple[str, bytes], step: int) -> None:
     _, data = encoded
     data_src = Trickle(data, step)
-    assert open_decompressed(data_src).read() == DATA  # type: ignore[arg-type]
+    assert open_decompressed(data_src).read() == DATA
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nestos_inst.errors import FormatError, NestosError
-from nestos_inst.io.compress import open_decompressed
+from nestos_inst.io.compress import open_decompressed, passthrough
 from nestos_inst.io.limit import LimitReader, LimitWriter, WriteLimit, collision_message
 from nestos_inst.io.pipeline import copy_to_fd, read_exact
 from tests.helpers import iomedia
@@ -62,7 +62,9 @@ def test_copy_round_trip(target: tuple[Path, int]) -> None:
     path, fd = target
     data = iomedia.payload(3_000_000)
     seen: list[int] = []
-    n = copy_to_fd(io.BytesIO(data), fd, offset=1 << 20, progress_cb=seen.append, chunk=65536)
+    n = copy_to_fd(
+        passthrough(io.BytesIO(data)), fd, offset=1 << 20, progress_cb=seen.append, chunk=65536
+    )
     assert n == len(data) == sum(seen)
     disk = path.read_bytes()
     assert disk[: 1 << 20] == b"\xaa" * (1 << 20)
@@ -83,7 +85,9 @@ def test_copy_stops_exactly_at_limit(target: tuple[Path, int]) -> None:
     path, fd = target
     data = b"\x11" * (6 << 20)
     with pytest.raises(NestosError) as info:
-        copy_to_fd(io.BytesIO(data), fd, offset=1 << 20, limit=4 << 20, limit_message=MSG)
+        copy_to_fd(
+            passthrough(io.BytesIO(data)), fd, offset=1 << 20, limit=4 << 20, limit_message=MSG
+        )
     assert str(info.value) == MSG
     disk = path.read_bytes()
     assert disk[: 1 << 20] == b"\xaa" * (1 << 20)
@@ -94,7 +98,7 @@ def test_copy_stops_exactly_at_limit(target: tuple[Path, int]) -> None:
 def test_copy_up_to_limit_is_fine(target: tuple[Path, int]) -> None:
     _, fd = target
     n = copy_to_fd(
-        io.BytesIO(b"\1" * (3 << 20)),
+        passthrough(io.BytesIO(b"\1" * (3 << 20))),
         fd,
         offset=1 << 20,
         limit=4 << 20,
@@ -122,7 +126,7 @@ class FailingReader(io.RawIOBase):
 def test_reader_error_propagates_with_chain(target: tuple[Path, int]) -> None:
     _, fd = target
     with pytest.raises(FormatError, match="decoding failed") as info:
-        copy_to_fd(FailingReader(300_000), fd, offset=0, chunk=4096)  # type: ignore[arg-type]
+        copy_to_fd(passthrough(FailingReader(300_000)), fd, offset=0, chunk=4096)
     assert isinstance(info.value.__cause__, ValueError)
 
 
@@ -149,7 +153,7 @@ def test_writer_error_propagates_and_stops_reader(tmp_path: Path) -> None:
                 return b"y" * 1024
 
         with pytest.raises(OSError) as info:
-            copy_to_fd(Endless(), fd, offset=0, chunk=1024, depth=2)  # type: ignore[arg-type]
+            copy_to_fd(passthrough(Endless()), fd, offset=0, chunk=1024, depth=2)
         assert info.value.errno is not None
         assert len(reads) < 50  # the reader was stopped, not left running
     finally:

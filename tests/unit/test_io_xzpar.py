@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, NestosError
 from nestos_inst.io import xzpar
-from nestos_inst.io.compress import _Input, _XzDecoder, open_decompressed
+from nestos_inst.io.compress import open_decompressed
+from nestos_inst.io.decoders import XzDecoder
+from nestos_inst.io.stream import Input
 from tests.helpers import iomedia
 
 DATA = iomedia.payload(300_000, seed=7)
@@ -23,7 +25,7 @@ SINGLE = iomedia.xz_single(DATA)
 
 
 def decoder_of(blob: bytes) -> object:
-    return xzpar.xz_decoder(_Input(io.BytesIO(blob), b""), False)
+    return xzpar.xz_decoder(Input(io.BytesIO(blob)), concatenated=False)
 
 
 def decode(blob: bytes) -> bytes:
@@ -43,13 +45,13 @@ def split_tail(blob: bytes) -> tuple[bytes, bytes, bytes]:
 
 def test_multiblock_uses_parallel_path() -> None:
     assert type(decoder_of(MULTI)).__name__ == "_XzParallel"
-    assert isinstance(decoder_of(SINGLE), _XzDecoder)
+    assert isinstance(decoder_of(SINGLE), XzDecoder)
     assert decode(MULTI) == DATA
 
 
 def test_single_threaded_multiblock_falls_back() -> None:
     blob = iomedia.tool(["xz", "-1", "-T1", "--block-size=65536", "-c"], DATA)
-    assert isinstance(decoder_of(blob), _XzDecoder)
+    assert isinstance(decoder_of(blob), XzDecoder)
     assert decode(blob) == DATA
 
 

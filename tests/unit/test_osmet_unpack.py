@@ -178,7 +178,7 @@ def test_trailing_data(tmp_path: Path) -> None:
         f.write(b"junk")
     with pytest.raises(NestosError, match="while unpacking") as exc:
         _read_all(packed)
-    assert "trailing data after packed image" in str(exc.value.__cause__)
+    assert "found trailing data after compressed stream" in str(exc.value.__cause__)
 
 
 def test_size_mismatch(tmp_path: Path) -> None:
