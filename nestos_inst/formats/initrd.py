@@ -3,9 +3,10 @@
 The reader follows docs/compat.md#initrd-reader (the kernel's own rules: zero padding
 between archives, last copy of a path wins); the writer produces the exact xz archive
 of docs/compat.md#initrd-archive-format. Decompression is the io layer's decompressor
-family in its concatenated mode, streamed with bounded output per step; members are handed out with their data still to be read, so listing
-or extracting an initrd takes memory independent of member sizes (a small hostile
-input declaring a huge member cannot balloon).
+family in its concatenated mode, streamed with bounded output per step; members are
+handed out with their data still to be read, so listing or extracting an initrd takes
+memory independent of member sizes (a small hostile input declaring a huge member
+cannot balloon).
 """
 
 from __future__ import annotations
