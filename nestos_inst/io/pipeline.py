@@ -49,6 +49,53 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += n
 
 
+# Writes start and end on multiples of this (absolute offsets in the target), except the
+# very last. A write that covers a block partially makes the kernel read that block
+# first (a synchronous read per write on a block device); decoders hand out pieces of
+# any length, so their boundaries are smoothed out here.
+ALIGN = 1 << 16
+
+
+class _AlignedWriter:
+    """pwrite in runs that end on ALIGN boundaries; the unaligned tail of a piece waits
+    (at most ALIGN bytes) and goes out with the next piece in one pwritev, uncopied."""
+
+    def __init__(self, fd: int, pos: int, progress_cb: Callable[[int], None] | None) -> None:
+        self._fd = fd
+        self._pos = pos
+        self._tail = b""
+        self._progress = progress_cb
+
+    def _written(self, n: int) -> None:
+        self._pos += n
+        if self._progress is not None:
+            self._progress(n)
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        total = len(self._tail) + len(view)
+        cut = total - (self._pos + total) % ALIGN  # bytes that end on a boundary
+        if cut <= 0:
+            self._tail = self._tail + bytes(view)
+            return
+        if not self._tail:
+            pwrite_all(self._fd, view[:cut], self._pos)
+        else:
+            head = view[: cut - len(self._tail)]
+            n = os.pwritev(self._fd, [self._tail, head], self._pos)
+            if n < cut:  # short write (rare): finish with plain writes
+                rest = (self._tail + bytes(head))[n:]
+                pwrite_all(self._fd, rest, self._pos + n)
+        self._written(cut)
+        self._tail = bytes(view[cut - total + len(view) :]) if cut < total else b""
+
+    def flush(self) -> None:
+        if self._tail:
+            pwrite_all(self._fd, self._tail, self._pos)
+            self._written(len(self._tail))
+            self._tail = b""
+
+
 def copy_to_fd(
     reader: Stream,
     fd: int,
@@ -63,7 +110,8 @@ def copy_to_fd(
     """Copy `reader` to `fd` starting at byte `offset`; return the bytes written.
 
     A reader thread fills a queue of at most `depth` chunks; the calling thread writes
-    them with os.pwrite and calls `progress_cb(n)` after each write. `limit` is an
+    them with os.pwrite in ALIGN-aligned runs and calls `progress_cb(n)` after each
+    write. `limit` is an
     absolute offset in `fd`: bytes up to it are written, the first byte past it raises
     NestosError(limit_message). Errors from either side propagate unchanged (with their
     cause chain); on a write error the reader thread is stopped and joined.
@@ -99,7 +147,8 @@ def copy_to_fd(
 
     thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
     thread.start()
-    pos = offset
+    out = _AlignedWriter(fd, offset, progress_cb)
+    pos = offset  # end of the bytes taken from the reader (some may still wait in `out`)
     try:
         while True:
             item = q.get()
@@ -113,16 +162,12 @@ def copy_to_fd(
             if guard is not None:
                 allowed = guard.allowed(pos, n)
                 if allowed < n:
-                    if allowed:
-                        pwrite_all(fd, memoryview(data)[:allowed], pos)
-                        pos += allowed
-                        if progress_cb is not None:
-                            progress_cb(allowed)
+                    out.add(memoryview(data)[:allowed])
+                    out.flush()
                     raise guard.error()
-            pwrite_all(fd, data, pos)
+            out.add(data)
             pos += n
-            if progress_cb is not None:
-                progress_cb(n)
+        out.flush()
     finally:
         stop.set()
         thread.join()
