@@ -16,7 +16,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli.common import guarded_stdout
 
     with guarded_stdout():
-        return _main(argv)
+        try:
+            return _main(argv)
+        except ModuleNotFoundError as exc:
+            from .deps import missing_module_message
+
+            text = missing_module_message(exc.name)
+            if text is None:
+                raise
+            _report(f"Error: {text}")
+            return 1
 
 
 def _report(text: str) -> None:

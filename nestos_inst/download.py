@@ -8,12 +8,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .deps import require as require_module
 from .errors import NestosError
 from .io.compress import open_decompressed
 from .io.files import read_limited
 from .io.kernel import Writeback
 from .io.pipeline import copy_to_fd, write_all
-from .profile import DEFAULT
+from .keydirs import INSECURE_SKIP, no_keys_message, trusted_key_files
+from .profile import DEFAULT, Profile
 from .progress import Progress
 from .report import say, write
 from .sources import ImageSource, UrlSource, VerifiedReader, stream_sources
@@ -37,7 +39,8 @@ class Options:
     directory: Path
     decompress: bool
     insecure: bool
-    keyrings: tuple[Path, ...]
+    keyrings: tuple[Path, ...]  # --keyring files (the profile's key directories come first)
+    profile: Profile = DEFAULT
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -57,7 +60,7 @@ def _temp_in(directory: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bool:
+def _already_there(src: ImageSource, out: Path, sig: bytes, keys: list[Path]) -> bool:
     """docs/compat.md#download: reuse a present file only if its .sig matches and it verifies."""
 
     sig_path = Path(f"{out}.sig")
@@ -66,7 +69,7 @@ def _already_there(src: ImageSource, out: Path, sig: bytes, opts: Options) -> bo
             return False
     except (OSError, NestosError):  # unreadable, or longer than the new signature
         return False
-    result = verify_file(out, sig, opts.keyrings)
+    result = verify_file(out, sig, keys)
     if not result.ok:
         return False
     if src.sha256 is not None:
@@ -89,9 +92,17 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
     so a failure never leaves a partial image or .sig (and keeps what was there).
     """
 
-    home = PreparedHome(opts.keyrings)  # overlaps GPG start-up with the fetches
+    # --insecure skips verification entirely (no GPG, no keys needed), as upstream's.
+    keys: list[Path] = []
+    if not opts.insecure:
+        require_module("gpg")
+        keys = trusted_key_files(opts.profile, opts.keyrings)
+    # Building the GPG home overlaps with the fetches.
+    home = PreparedHome(keys) if keys else None
     try:
         sig = src.signature()
+        if sig is not None and not opts.insecure and not keys:
+            raise NestosError(no_keys_message(opts.profile))
         raw = src.open()
         try:
             name = src.filename
@@ -101,16 +112,19 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
                 if not opts.insecure:
                     raise NestosError("--insecure not specified and signature not found")
                 say("Signature not found; skipping verification as requested")
-            elif not opts.decompress and _already_there(src, out, sig, opts):
+            elif opts.insecure:
+                say(INSECURE_SKIP)
+            elif not opts.decompress and _already_there(src, out, sig, keys):
                 return out
             verifier = None
-            if sig is not None:
-                verifier = StreamVerifier(sig, opts.keyrings, home=home.take())
+            if sig is not None and home is not None:
+                verifier = StreamVerifier(sig, keys, home=home.take())
         except BaseException:
             raw.close()
             raise
     finally:
-        home.close()
+        if home is not None:
+            home.close()
     reader = VerifiedReader(
         raw,
         verifier=verifier,

@@ -459,20 +459,32 @@ def open_verified(
     keyrings: Sequence[Path] = (),
     progress: Progress | None = None,
     signature: bytes | None = None,
+    profile: Profile = DEFAULT,
 ) -> VerifiedReader:
     """Open `source` with its checks attached (signature required unless `insecure`).
 
+    `keyrings` are the --keyring files, trusted after `profile`'s key directories.
+    `insecure` skips verification entirely, even of a signature that is there.
     Pass `signature` when the caller already fetched it (download's skip check);
     otherwise source.signature() is called here, before the image is opened.
     """
+    from ..deps import require
+    from ..keydirs import INSECURE_SKIP, require_trusted_keys
+
     sig = signature if signature is not None else source.signature()
+    verifier: StreamVerifier | None = None
     if sig is None:
         if not insecure:
             # When the image cannot be fetched either, that is the error to report.
             source.open().close()
             raise NestosError("--insecure not specified and signature not found")
         say("Signature not found; skipping verification as requested")
-    verifier = StreamVerifier(sig, keyrings) if sig is not None else None
+    elif insecure:
+        say(INSECURE_SKIP)
+    else:
+        keys = require_trusted_keys(profile, keyrings)
+        require("gpg")
+        verifier = StreamVerifier(sig, keys)
     try:
         raw = source.open()
     except BaseException:

@@ -1,8 +1,8 @@
 """Detached OpenPGP signature checks with GPGME, streamed (docs/compat.md#signatures).
 
 Each verification gets its own throw-away GnuPG home (0700) holding only the trusted
-keys: the armored files shipped in ``nestos_inst/data/keys`` plus any ``--keyring``
-files. The signed data is fed to GPGME through a pipe read by a helper thread, so the
+keys (found by keydirs.py: the profile's key directories plus any ``--keyring``
+files). The signed data is fed to GPGME through a pipe read by a helper thread, so the
 image is never held in memory nor re-read from disk; the gpg engine process does the
 hashing on the other core. A signature counts as good when GPGME
 reports no error for it and its signing (sub)key belongs to a trusted key; key
@@ -29,8 +29,6 @@ from .errors import NestosError, VerifyError
 from .io.files import KEYRING_LIMIT, read_limited
 from .run import run
 
-KEY_DIR = Path(__file__).resolve().parent / "data" / "keys"
-
 FAILURE = "GPG verification failure"
 ENGINE_DIED = "gpg exited before it had read all the data"
 
@@ -50,9 +48,8 @@ CANCEL_GRACE = 5.0
 
 
 def trusted_key_files(extra: Iterable[Path] = ()) -> list[Path]:
-    """Package keyring files first (sorted), then the user's, in the order given."""
-    shipped = sorted(KEY_DIR.glob("*.asc")) if KEY_DIR.is_dir() else []
-    return [*shipped, *(Path(p) for p in extra)]
+    """The key files to trust, as given: callers resolve them with keydirs."""
+    return [Path(p) for p in extra]
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ class GpgHome:
         if not sigs:
             reason = "no signature found"
         elif not self.trusted:
-            reason = f"no trusted keys: add armored keys to {KEY_DIR} or pass --keyring FILE"
+            reason = "no trusted keys: pass --keyring FILE"
         for sig in sigs:
             fpr = (sig.fpr or "").upper()
             problem: str | None = None

@@ -86,3 +86,22 @@ def _no_proxy_from_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
         *("all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"),
     ):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_host_trusted_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keys an administrator dropped into this machine's /etc/nestos-installer/keys.d
+    (or a `make install`ed keys.d) must not change what the tests trust: point both
+    key directories at empty ones, for in-process runs and subprocesses alike."""
+    from nestos_inst import keydirs
+
+    empty = tmp_path_factory.mktemp("no-keys")
+    saved = {var: os.environ.get(var) for var in (keydirs.DIST_ENV, keydirs.ADMIN_ENV)}
+    os.environ[keydirs.DIST_ENV] = str(empty / "dist")
+    os.environ[keydirs.ADMIN_ENV] = str(empty / "admin")
+    yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value

@@ -235,6 +235,20 @@ def resolve_source(
     return found[0], True
 
 
+def _check_can_edit_boot(target: Target, edits: BootEdits) -> None:
+    """/boot edits mount the boot partition (through a loop device for an image file):
+    both need root. Without it, say so now rather than after the image was written
+    (and then wiped again)."""
+    if not edits.needed() or os.geteuid() == 0:
+        return
+    what = "; ".join(edits.describe())
+    where = "attach the image file to a loop device and mount" if target.is_file else "mount"
+    raise NestosError(
+        f"editing /boot of {target.path} needs root ({what}): it would {where} its boot "
+        "partition. Run as root, or leave out the options that edit /boot"
+    )
+
+
 def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
     """docs/compat.md#install-validation validation, in upstream's order; writes nothing."""
     from ..disk.saved import parse_partition_filters
@@ -275,6 +289,7 @@ def prepare(cfg: InstallConfig, profile: Profile = NESTOS) -> Plan:
     target = inspect_target(cfg.dest_device)
     if cfg.image_file is not None:
         refuse_source_is_target(cfg.image_file, target)
+    _check_can_edit_boot(target, edits)
     source, needs_sig = resolve_source(cfg, target, profile)
     return Plan(cfg, profile, target, source, needs_sig, edits, filters)
 
@@ -291,7 +306,12 @@ def describe_plan(plan: Plan) -> str:
     lines.append("Source: " + plan.source.description.replace("\n", "; "))
     if plan.needs_signature:
         sig = plan.source.signature()
-        if sig is not None:
+        if sig is not None and plan.cfg.insecure:
+            lines.append("Signature: found; not verified (--insecure)")
+        elif sig is not None:
+            from ..keydirs import require_trusted_keys
+
+            require_trusted_keys(plan.profile, plan.cfg.keyring)
             lines.append("Signature: found; verified while writing, before the first MiB")
         elif plan.cfg.insecure:
             lines.append("Signature: not found; not verified (--insecure)")
@@ -356,6 +376,7 @@ def execute(plan: Plan) -> None:
             insecure=cfg.insecure,
             keyrings=[Path(k) for k in cfg.keyring],
             progress=progress,
+            profile=plan.profile,
         )
     else:
         reader = _Counting(plan.source.open(), progress)

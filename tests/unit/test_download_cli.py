@@ -352,7 +352,8 @@ def test_no_keyring_means_no_trust(site: Site, out: Path) -> None:
     url = site.put("a.raw.xz", XZ, sign=site.key)
     proc = dl(site, out, "-u", url, keyring=False)
     assert proc.returncode == 1
-    assert "Error: GPG verification failure" in err(proc)
+    assert "no NestOS signing key is published" in err(proc)
+    assert "--keyring FILE" in err(proc)
     assert listing(out) == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,63 @@ def test_copy_network_missing_dir(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"reading directory {tmp_path / 'nm'}" in proc.stderr.decode()
     assert target.read_bytes() == b""
+
+
+@pytest.fixture
+def request_cleanup() -> Iterator[list[Path]]:
+    import shutil
+
+    dirs: list[Path] = []
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_non_root_image_file_with_boot_edits_fails_before_writing(
+    request_cleanup: list[Path],
+) -> None:
+    """Really run as `nobody` (setpriv): no loop device, no mount, so refuse up front."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers.cli import REPO
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to switch to an unprivileged user (setpriv)")
+    import tempfile
+
+    # pytest's own temp tree is private to root: use a world-traversable directory.
+    work = Path(tempfile.mkdtemp(prefix="nestos-nonroot-"))
+    request_cleanup.append(work)
+    work.chmod(0o777)
+    img = work / "img.raw"
+    img.write_bytes(b"\x42" * (2 << 20))
+    img.chmod(0o644)
+    target = work / "disk.img"
+    target.write_bytes(b"")
+    target.chmod(0o666)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO), "HOME": str(work)}
+    env["LC_ALL"] = "C"
+    for extra in ((), ("--dry-run",)):
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-m", "nestos_inst", "install", str(target), "-f", str(img),
+             "--insecure", "--platform", "qemu", *extra],
+            capture_output=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        assert err.startswith(f"Error: editing /boot of {target} needs root (set platform"), err
+        assert "Run as root, or leave out the options that edit /boot" in err
+        assert target.read_bytes() == b""
+    # Without /boot edits, an unprivileged user can build the image file.
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "nestos_inst", "install", str(target), "-f", str(img),
+         "--insecure"],
+        capture_output=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert target.read_bytes() == img.read_bytes()

@@ -16,7 +16,6 @@ from nestos_inst.verify import (
     GpgHome,
     StreamVerifier,
     require,
-    trusted_key_files,
     verify_file,
     verify_stream,
 )
@@ -143,13 +142,6 @@ def test_bad_keyring_files(tmp_path: Path) -> None:
         GpgHome([tmp_path / "missing.asc"])
 
 
-def test_shipped_key_dir_comes_first(tmp_path: Path) -> None:
-    extra = tmp_path / "k.asc"
-    files = trusted_key_files([extra])
-    assert files[-1] == extra
-    assert all(f.suffix == ".asc" for f in files)
-
-
 @pytest.mark.compat
 @pytest.mark.parametrize("name", ["1M.gz", "1M.xz", "1M.zst"])
 def test_upstream_vectors(upstream: Path, name: str) -> None:
@@ -174,23 +166,6 @@ def test_upstream_zero_mib_and_random_key(upstream: Path) -> None:
     random = verify_stream([priv], (vdir / "test-key.priv.asc.random.sig").read_bytes(), [key])
     assert not random.ok
     assert random.reason == "no public key"
-
-
-def test_package_key_dir_is_trusted(
-    signed: tuple[Path, bytes],
-    signing_key: SigningKey,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from nestos_inst import verify
-
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "nestos-release.asc").write_bytes(signing_key.public.read_bytes())
-    (keys / "README").write_text("not a key\n")
-    monkeypatch.setattr(verify, "KEY_DIR", keys)
-    path, sig = signed
-    assert verify_file(path, sig).ok
 
 
 def _engine_pid(home: Path, timeout: float = 10.0) -> int:
