@@ -468,8 +468,8 @@ def open_verified(
     Pass `signature` when the caller already fetched it (download's skip check);
     otherwise source.signature() is called here, before the image is opened.
     """
-    from ..deps import require
-    from ..keydirs import INSECURE_SKIP, require_trusted_keys
+    from .deps import require
+    from .keydirs import INSECURE_SKIP, require_trusted_keys
 
     sig = signature if signature is not None else source.signature()
     verifier: StreamVerifier | None = None
