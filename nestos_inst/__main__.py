@@ -54,7 +54,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         try:
             parser = build_parser()
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:
+                # Reported with the usage of the command they were given to.
+                command = getattr(args, "command_parser", None) or parser
+                command.error("unrecognized arguments: " + " ".join(extra))
         except SystemExit as exc:  # --help, --version, usage errors
             _flush_stdout()
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)

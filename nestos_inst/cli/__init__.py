@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .. import __version__
 from .common import Formatter, Handler, Parser, add_command
@@ -32,23 +34,49 @@ GROUP_HELP = {
 }
 
 
-class Registry:
-    """Creates command groups on first use so empty groups never show up."""
+@dataclass(frozen=True)
+class Entry:
+    """One command or group, for the man pages and the command reference."""
 
-    def __init__(self, root: argparse.ArgumentParser) -> None:
+    path: str  # "iso kargs show"
+    help: str
+    hidden: bool
+    parser: Parser
+    group: bool
+
+
+class Registry:
+    """Creates command groups on first use so empty groups never show up, and keeps
+    the list of every command (man pages, docs/commands.md are generated from it)."""
+
+    def __init__(self, root: Parser) -> None:
+        self.root = root
+        self.entries: list[Entry] = []
+        self._parsers: dict[str, Parser] = {"": root}
         self._subs: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
         self._subs[""] = root.add_subparsers(
             title="subcommands", metavar="COMMAND", parser_class=Parser
         )
 
+    def _add(
+        self, path: str, help: str, hidden: bool, group: bool, **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        parent, _, name = path.rpartition(" ")
+        parser = add_command(self.group(parent), name, help, hidden=hidden, **kwargs)
+        assert isinstance(parser, Parser)
+        if hidden:
+            self._parsers[parent].hidden_commands.add(name)
+        self._parsers[path] = parser
+        self.entries.append(Entry(path, help, hidden, parser, group))
+        return parser
+
     def group(self, path: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
         """Subparsers of the group `path` (e.g. "iso kargs"), creating parents."""
         if path in self._subs:
             return self._subs[path]
-        parent, _, name = path.rpartition(" ")
-        parent_sub = self.group(parent)
+        name = path.rpartition(" ")[2]
         help_text, hidden = GROUP_HELP.get(path, (f"{name} commands", False))
-        parser = add_command(parent_sub, name, help_text, hidden=hidden)
+        parser = self._add(path, help_text, hidden, True)
 
         def show_usage(_: argparse.Namespace) -> int:
             parser.print_help()
@@ -71,29 +99,37 @@ class Registry:
     ) -> argparse.ArgumentParser:
         """Add command `path` ("iso kargs show") with its handler; `populate` adds its
         arguments on first use (see Parser)."""
-        parent, _, name = path.rpartition(" ")
-        return add_command(
-            self.group(parent),
-            name,
+        return self._add(
+            path,
             help,
-            hidden=hidden,
+            hidden,
+            False,
             description=description,
             handler=handler,
             populate=populate,
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_registry() -> Registry:
+    """Every command, registered by the modules in MODULES."""
     root = Parser(
         prog="nestos-installer",
         description="Installer for NestOS (and CoreOS-layout media)",
         formatter_class=Formatter,
     )
     root.add_argument(
-        "-V", "--version", action="version", version=f"nestos-installer {__version__}"
+        "-V",
+        "--version",
+        action="version",
+        version=f"nestos-installer {__version__}",
+        help="Print version",
     )
     reg = Registry(root)
     for name in MODULES:
         module = importlib.import_module(f".{name}", __package__)
         module.register(reg)
-    return root
+    return reg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_registry().root

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser with our formatter and clap-like `error:` usage errors.
+    """ArgumentParser with our formatter, `-h` (summary) / `--help` (long help, see
+    cli/help.py), clap-like `error:` usage errors and hidden subcommands.
 
     `populate`, if given, adds the arguments on first use (parsing or help), so a
     command whose argument table is expensive to import costs nothing until it runs.
@@ -36,9 +38,16 @@ class Parser(argparse.ArgumentParser):
         populate: Callable[[argparse.ArgumentParser], None] | None = None,
         **kwargs: Any,
     ) -> None:
+        from .help import LongHelp, ShortHelp
+
         kwargs.setdefault("formatter_class", Formatter)
+        kwargs["add_help"] = False
         super().__init__(*args, **kwargs)
         self._populate = populate
+        # Names of hidden subcommands: left out of "invalid choice" lists too.
+        self.hidden_commands: set[str] = set()
+        self.add_argument("-h", action=ShortHelp)
+        self.add_argument("--help", action=LongHelp)
 
     def _ready(self) -> None:
         if self._populate is not None:
@@ -66,9 +75,16 @@ class Parser(argparse.ArgumentParser):
         )
 
     def error(self, message: str) -> Any:
+        if self.hidden_commands and "invalid choice" in message:
+            message = re.sub(r"\(choose from [^)]*\)", self._visible_choices, message)
         self.print_usage(sys.stderr)
         sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
+
+    def _visible_choices(self, match: re.Match[str]) -> str:
+        names = re.findall(r"'([^']*)'", match.group(0))
+        shown = [f"'{n}'" for n in names if n not in self.hidden_commands]
+        return "(choose from " + ", ".join(shown) + ")"
 
 
 def add_command(
@@ -98,6 +114,8 @@ def add_command(
         )
     if handler is not None:
         parser.set_defaults(func=handler)
+    # The deepest command parsed: unknown arguments are reported with its usage.
+    parser.set_defaults(command_parser=parser)
     return parser
 
 

@@ -90,28 +90,28 @@ def register(reg: Registry) -> None:
         "--stream",
         default=DEFAULT.default_stream,
         metavar="NAME",
-        help="NestOS stream (default: %(default)s)",
+        help="NestOS stream [default: %(default)s]",
     )
     p.add_argument(
         "-a",
         "--architecture",
         default=os.uname().machine,
         metavar="NAME",
-        help="Target CPU architecture (default: %(default)s)",
+        help="Target CPU architecture [default: %(default)s]",
     )
     p.add_argument(
         "-p",
         "--platform",
         default="metal",
         metavar="NAME",
-        help="NestOS platform name (default: %(default)s)",
+        help="NestOS platform name [default: %(default)s]",
     )
     p.add_argument(
         "-f",
         "--format",
         default="raw.xz",
         metavar="NAME",
-        help="Image format (default: %(default)s)",
+        help="Image format [default: %(default)s]",
     )
     p.add_argument("-u", "--image-url", metavar="URL", help="Manually specify the image URL")
     p.add_argument(
@@ -119,7 +119,7 @@ def register(reg: Registry) -> None:
         "--directory",
         default=".",
         metavar="PATH",
-        help="Destination directory (default: %(default)s)",
+        help="Destination directory [default: %(default)s]",
     )
     p.add_argument("-d", "--decompress", action="store_true", help="Decompress image")
     p.add_argument(
@@ -140,7 +140,7 @@ def register(reg: Registry) -> None:
         type=retries_arg,
         default=0,
         metavar="N",
-        help="Fetch retries, or 'infinite' (default: 0)",
+        help="Fetch retries, or 'infinite' [default: 0]",
     )
     p.add_argument(
         "--fetch-timeout",
@@ -155,7 +155,7 @@ def register(reg: Registry) -> None:
         "--stream",
         default=DEFAULT.default_stream,
         metavar="NAME",
-        help="NestOS stream (default: %(default)s)",
+        help="NestOS stream [default: %(default)s]",
     )
     ls.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
     ls.add_argument("--json", action="store_true", help="Print the rows as JSON")

@@ -187,7 +187,7 @@ def cmd_dev_show_iso(args: argparse.Namespace) -> None:
 # ---- registration -----------------------------------------------------------------------
 
 
-def _output(p: argparse.ArgumentParser, metavar: str = "path") -> None:
+def _output(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
     p.add_argument("-o", "--output", metavar=metavar, help=OUTPUT_HELP)
 
 
@@ -204,7 +204,7 @@ def register(reg: Registry) -> None:
         "-f", "--force", action="store_true", help="Overwrite an existing Ignition config"
     )
     p.add_argument(
-        "-i", "--ignition-file", metavar="path", help="Ignition config to embed [default: stdin]"
+        "-i", "--ignition-file", metavar="PATH", help="Ignition config to embed [default: stdin]"
     )
     _output(p)
     _iso(p)
@@ -285,7 +285,7 @@ def register(reg: Registry) -> None:
 
     p = reg.command("iso embed", "Embed an Ignition config in an ISO image", cmd_embed, hidden=True)
     p.add_argument(
-        "-c", "--config", metavar="path", help="Ignition config to embed [default: stdin]"
+        "-c", "--config", metavar="PATH", help="Ignition config to embed [default: stdin]"
     )
     p.add_argument(
         "-f",

@@ -61,7 +61,7 @@ def add_keyfile_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-k",
         "--keyfile",
-        metavar="path",
+        metavar="PATH",
         action="append",
         required=True,
         help="NetworkManager keyfile to embed",
@@ -71,5 +71,5 @@ def add_keyfile_option(p: argparse.ArgumentParser) -> None:
 def add_directory_option(p: argparse.ArgumentParser) -> None:
     """`-C/--directory` of the network extract/unwrap commands."""
     p.add_argument(
-        "-C", "--directory", metavar="path", help="Extract to directory instead of stdout"
+        "-C", "--directory", metavar="PATH", help="Extract to directory instead of stdout"
     )

@@ -221,20 +221,20 @@ def register(reg: Registry) -> None:
         "pxe ignition wrap", "Wrap an Ignition config in an initrd image", _ignition_wrap
     )
     p.add_argument(
-        "-i", "--ignition-file", metavar="path", help="Ignition config to wrap [default: stdin]"
+        "-i", "--ignition-file", metavar="PATH", help="Ignition config to wrap [default: stdin]"
     )
-    p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
+    p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout")
 
     p = reg.command(
         "pxe ignition unwrap",
         "Show the wrapped Ignition config in an initrd image",
         _ignition_unwrap,
     )
-    p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
+    p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
     add_keyfile_option(p)
-    p.add_argument("-o", "--output", metavar="path", help="Write to a file instead of stdout")
+    p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout")
 
     p = reg.command(
         "pxe network unwrap",
@@ -242,18 +242,18 @@ def register(reg: Registry) -> None:
         _network_unwrap,
     )
     add_directory_option(p)
-    p.add_argument("initrd", nargs="?", help="initrd image [default: stdin]")
+    p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]")
 
     p = reg.command("dev show initrd", "Show contents of an initrd image", _dev_show, hidden=True)
-    p.add_argument("initrd", help="initrd path, or - for stdin")
-    p.add_argument("globs", metavar="glob", nargs="*", help="Glob patterns of files to show")
+    p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin")
+    p.add_argument("globs", metavar="GLOB", nargs="*", help="Glob patterns of files to show")
 
     p = reg.command(
         "dev extract initrd", "Extract contents of an initrd image", _dev_extract, hidden=True
     )
     p.add_argument(
-        "-C", "--directory", metavar="path", default=".", help="Output directory [default: .]"
+        "-C", "--directory", metavar="PATH", default=".", help="Output directory [default: .]"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="Print extracted paths")
-    p.add_argument("initrd", help="initrd path, or - for stdin")
-    p.add_argument("globs", metavar="glob", nargs="*", help="Glob patterns of files to extract")
+    p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin")
+    p.add_argument("globs", metavar="GLOB", nargs="*", help="Glob patterns of files to extract")
