@@ -204,10 +204,11 @@ def sources_for(
     fmt: str,
     stream_base_url: str | None,
     retries: int | None,
+    profile: Profile = DEFAULT,
 ) -> list[ImageSource]:
     """What `download` fetches: one URL, or the stream's artifacts for the selection."""
     if image_url:
         return [UrlSource(image_url, retries)]
     return stream_sources(
-        stream, architecture, platform, fmt, stream_base_url, retries, profile=DEFAULT
+        stream, architecture, platform, fmt, stream_base_url, retries, profile=profile
     )

@@ -92,3 +92,5 @@ DEFAULT = NESTOS
 
 # Lookup order when a live system may carry either brand (NestOS first: it wins).
 ALL: tuple[Profile, ...] = (NESTOS, COREOS)
+
+BY_NAME: dict[str, Profile] = {p.name: p for p in ALL}

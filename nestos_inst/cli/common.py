@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import NestosError
+from .help import explain
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -69,8 +70,8 @@ class Parser(argparse.ArgumentParser):
         self._ready()
         text = super().format_help()
         return "".join(
-            line
-            for line in text.splitlines(keepends=True)
+            line.rstrip() + "\n"
+            for line in text.splitlines()
             if line.strip().split(" ")[-1] != argparse.SUPPRESS
         )
 
@@ -117,6 +118,26 @@ def add_command(
     # The deepest command parsed: unknown arguments are reported with its usage.
     parser.set_defaults(command_parser=parser)
     return parser
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    """`--profile nestos|coreos`: whose names and keys to use where no media tells."""
+    from ..profile import BY_NAME, DEFAULT
+
+    explain(
+        parser.add_argument(
+            "--profile",
+            choices=sorted(BY_NAME),
+            default=DEFAULT.name,
+            metavar="NAME",
+            help="Naming and trusted keys: nestos or coreos [default: %(default)s]",
+        ),
+        "Which distribution's conventions to follow where the media cannot tell: "
+        "nestos (NestOS names, e.g. etc/nestos-firstboot-network/, the NestOS stream "
+        "server, the NestOS key directories) or coreos (the CoreOS layout upstream "
+        "coreos-installer writes, the Fedora CoreOS stream server, and the Fedora "
+        "signing keys upstream trusts).\n\n[default: %(default)s]",
+    )
 
 
 def restore_sigpipe() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..net.retries import parse_retries
-from ..profile import DEFAULT
+from ..profile import BY_NAME, DEFAULT
 from ..report import say
-from .common import restore_sigpipe
+from .common import add_profile_option, restore_sigpipe
 
 if TYPE_CHECKING:
     from . import Registry
@@ -48,6 +48,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         decompress=args.decompress,
         insecure=args.insecure,
         keyrings=tuple(args.keyring or ()),
+        profile=BY_NAME[args.profile],
     )
     sources = sources_for(
         args.image_url,
@@ -57,6 +58,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         fmt=args.format,
         stream_base_url=args.stream_base_url,
         retries=args.fetch_retries,
+        profile=BY_NAME[args.profile],
     )
     say(sources[0].description)
     for src in sources:
@@ -71,7 +73,7 @@ def cmd_list_stream(args: argparse.Namespace) -> int:
     from ..net.stream import fetch_stream, format_table, stream_url
 
     restore_sigpipe()
-    base = args.stream_base_url or DEFAULT.stream_base_url
+    base = args.stream_base_url or BY_NAME[args.profile].stream_base_url
     meta = fetch_stream(stream_url(args.stream, base), retries=0)
     rows = meta.rows()
     if args.json:
@@ -146,8 +148,9 @@ def register(reg: Registry) -> None:
         "--fetch-timeout",
         type=timeout_arg,
         metavar="SECS",
-        help="Seconds to wait for a connection or for more data (default: 300)",
+        help="Seconds to wait for a connection or for more data [default: 300]",
     )
+    add_profile_option(p)
 
     ls = reg.command("list-stream", "List available images in a NestOS stream", cmd_list_stream)
     ls.add_argument(
@@ -159,3 +162,4 @@ def register(reg: Registry) -> None:
     )
     ls.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
     ls.add_argument("--json", action="store_true", help="Print the rows as JSON")
+    add_profile_option(ls)

@@ -37,8 +37,8 @@ from ..io.files import (
     refuse_existing,
     write_file,
 )
-from ..profile import DEFAULT
-from .common import binary_stdout, restore_sigpipe
+from ..profile import BY_NAME
+from .common import add_profile_option, binary_stdout, restore_sigpipe
 from .output import (
     add_directory_option,
     add_keyfile_option,
@@ -115,7 +115,7 @@ def _network_wrap(args: argparse.Namespace) -> int:
         if name in ("", ".", ".."):
             raise NestosError(f"path {path} has no filename")
         check_text(name, "keyfile name")
-        member = f"{DEFAULT.initrd_network_dir}/{name}"
+        member = f"{BY_NAME[args.profile].initrd_network_dir}/{name}"
         if member in members:
             raise NestosError(f"multiple input files named '{name}'")
         members[member] = read_limited(path, KEYFILE_LIMIT)
@@ -234,6 +234,7 @@ def register(reg: Registry) -> None:
 
     p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
     add_keyfile_option(p)
+    add_profile_option(p)
     p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout")
 
     p = reg.command(
