@@ -11,7 +11,7 @@ DESTDIR ?=
 APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
 	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
 	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl \
-	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light
+	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light rpm
 # `customize --network-nmstate` runs nmstate's Python library (PyPI nmstate 2.0.0,
 # libnm through python3-gi/gir1.2-nm-1.0). Its declared `nispor` dependency has no
 # build for Debian or PyPI and is not used to generate keyfiles: hence --no-deps.
@@ -19,7 +19,8 @@ NMSTATE_PIP := nmstate==2.0.0
 E2E_APT_PACKAGES := qemu-system-x86 dracut-core systemd busybox-static kmod ipxe-qemu \
 	nginx-light ignition isolinux syslinux-common zstd e2fsprogs xorriso cpio
 
-.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e live-iso bench fuzz install clean
+.PHONY: all deps e2e-deps venv lint typecheck unit test demo e2e live-iso bench fuzz install \
+	install-python install-data sdist wheel rpm clean
 
 all: test
 
@@ -92,27 +93,73 @@ fuzz: venv
 		--report build/fuzz-report.jsonl $(FUZZ_TARGETS)
 
 # Package + service mode files in the standard places, as a distribution package would.
-UNITDIR := $(PREFIX)/lib/systemd/system
-GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
-LIBEXECDIR := $(PREFIX)/libexec
+# Every directory follows PREFIX (units and generator are rewritten to name the
+# PREFIX paths); systemd also reads /usr/local/lib/systemd, but dracut only reads
+# /usr/lib/dracut, so the dracut module is installed for PREFIX=/usr only.
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+GENERATORDIR ?= $(PREFIX)/lib/systemd/system-generators
+LIBEXECDIR ?= $(PREFIX)/libexec
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+DOCDIR ?= $(DATADIR)/doc/nestos-installer
 DRACUTDIR := $(PREFIX)/lib/dracut/modules.d/50nestos-installer
-install:
+KEYS_DIST := $(DATADIR)/nestos-installer/keys.d
+KEYS_ADMIN := $(SYSCONFDIR)/nestos-installer/keys.d
+# Generated from the argparse definitions with the standard library only.
+RUN_SRC := PYTHONPATH=$(CURDIR) $(PYTHON) -S -m nestos_inst
+
+install: install-python install-data
+
+install-python:
 	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q --no-deps --ignore-installed \
 		--no-build-isolation --prefix=$(PREFIX) \
 		--root=$(if $(DESTDIR),$(DESTDIR),/) .
+
+# Everything but the Python package (the RPM spec calls this after %pyproject_install).
+install-data:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(LIBEXECDIR) \
-		$(DESTDIR)$(DRACUTDIR) $(DESTDIR)$(PREFIX)/share/nestos-installer \
-		$(DESTDIR)$(PREFIX)/share/doc/nestos-installer
-	install -m 644 units/*.service units/*.target $(DESTDIR)$(UNITDIR)/
-	install -m 755 units/nestos-installer-generator $(DESTDIR)$(GENERATORDIR)/
+		$(DESTDIR)$(DATADIR)/nestos-installer $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(KEYS_DIST) $(DESTDIR)$(KEYS_ADMIN)
+	for f in units/*.service units/*.target; do \
+		sed -e 's|/usr/libexec/|$(LIBEXECDIR)/|g' -e 's|/usr/share/doc/nestos-installer/|$(DOCDIR)/|g' \
+			"$$f" > $(DESTDIR)$(UNITDIR)/$$(basename "$$f"); \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename "$$f"); \
+	done
+	sed -e 's|/usr/lib/systemd/system/|$(UNITDIR)/|g' units/nestos-installer-generator \
+		> $(DESTDIR)$(GENERATORDIR)/nestos-installer-generator
+	chmod 755 $(DESTDIR)$(GENERATORDIR)/nestos-installer-generator
 	install -m 755 units/scripts/* $(DESTDIR)$(LIBEXECDIR)/
-	install -m 755 dracut/50nestos-installer/module-setup.sh \
-		dracut/50nestos-installer/python-files.py $(DESTDIR)$(DRACUTDIR)/
-	install -m 644 docs/service-mode.md docs/customize.md \
-		$(DESTDIR)$(PREFIX)/share/doc/nestos-installer/
+	if [ "$(PREFIX)" = /usr ]; then \
+		install -d $(DESTDIR)$(DRACUTDIR) && \
+		install -m 755 dracut/50nestos-installer/module-setup.sh \
+			dracut/50nestos-installer/python-files.py $(DESTDIR)$(DRACUTDIR)/; \
+	else echo "note: dracut module not installed (dracut only reads /usr/lib/dracut)"; fi
+	install -m 644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 packaging/keys.d-README $(DESTDIR)$(KEYS_DIST)/README
+	install -m 644 packaging/keys.d-README $(DESTDIR)$(KEYS_ADMIN)/README
 	# Generated from the options table (`pack example-config`; a test keeps it in sync).
-	install -m 644 data/example-config.yaml \
-		$(DESTDIR)$(PREFIX)/share/nestos-installer/example-config.yaml
+	install -m 644 data/example-config.yaml $(DESTDIR)$(DATADIR)/nestos-installer/
+	$(RUN_SRC) pack man -C $(DESTDIR)$(MANDIR)/man8
+
+# Source distribution (what a distribution builds from) and wheel, into dist/.
+sdist:
+	$(PYTHON) -c 'from setuptools import build_meta as b; print(b.build_sdist("dist"))'
+
+wheel:
+	$(PYTHON) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
+# The RPM, built from the sdist with rpmbuild. Debian's rpm lacks the Fedora/openEuler
+# macros (python, systemd, pyproject): packaging/rpm-debian.macros stands in for them
+# there, and --nodeps because Debian's rpm database knows no BuildRequires.
+RPMTOP := $(CURDIR)/build/rpm
+RPM_MACROS ?= $(if $(wildcard /etc/debian_version),--load=packaging/rpm-debian.macros --nodeps,)
+rpm:
+	rm -rf $(RPMTOP) && mkdir -p $(RPMTOP)/SOURCES
+	$(PYTHON) -c 'from setuptools import build_meta as b; b.build_sdist("$(RPMTOP)/SOURCES")' \
+		>/dev/null
+	rpmbuild -bb $(RPM_MACROS) --define "_topdir $(RPMTOP)" nestos-installer.spec
+	@ls $(RPMTOP)/RPMS/noarch/*.rpm
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info build dist

@@ -15,7 +15,7 @@ from .. import __version__
 from .common import Formatter, Handler, Parser, add_command
 
 # Order = order in `--help`.
-MODULES = ("install", "download", "customize", "iso", "pxe", "osmet", "service")
+MODULES = ("install", "download", "customize", "iso", "pxe", "osmet", "service", "man")
 
 GROUP_HELP = {
     "iso": ("Commands to manage a live ISO image", False),
