@@ -40,7 +40,8 @@ class Page:
 
     path: str  # "" for the top level, else "iso kargs show"
     summary: str
-    usage: str
+    usage: str  # on one line
+    usage_lines: str  # as -h wraps it
     description: str
     sections: list[Section]
     commands: list[tuple[str, str]]  # visible subcommands (name, summary)
@@ -92,26 +93,26 @@ def pages(reg: Registry) -> list[Page]:
     visible = [
         e for e in reg.entries if not any(e.path == h or e.path.startswith(h + " ") for h in hidden)
     ]
-    out = [_page("", "Installer for NestOS and CoreOS-layout media", reg.root, visible)]
+    out = [_page("", reg.root.description or PROG, reg.root, visible)]
     out += [_page(e.path, e.help, e.parser, visible) for e in visible]
     return out
 
 
-def _page(
-    path: str, summary: str, parser: argparse.ArgumentParser, visible: list[Entry]
-) -> Page:
+def _page(path: str, summary: str, parser: argparse.ArgumentParser, visible: list[Entry]) -> Page:
     depth = len(path.split()) if path else 0
     children = [
         (e.path.split()[-1], e.help)
         for e in visible
         if len(e.path.split()) == depth + 1 and (not path or e.path.startswith(path + " "))
     ]
-    usage = " ".join(parser.format_usage().split())
-    usage = usage.removeprefix("usage: ")
+    wrapped = parser.format_usage().removeprefix("usage: ").rstrip("\n")
     return Page(
         path=path,
         summary=summary,
-        usage=usage,
+        usage=" ".join(wrapped.split()),
+        usage_lines="\n".join(
+            ln[len("usage: ") :] if ln.startswith(" ") else ln for ln in wrapped.split("\n")
+        ),
         description=(parser.description or "").strip(),
         sections=_sections(parser),
         commands=children,
@@ -206,15 +207,16 @@ def render_markdown(reg: Registry) -> str:
     out = [
         "# Command reference",
         "",
-        "Generated from the command-line definitions by `nestos-installer pack "
-        "commands-reference` (a test keeps this file in sync). The same text is in the man",
-        "pages (`man nestos-installer-install`) and in `--help`; `-h` prints a summary.",
+        "Generated from the command-line definitions by",
+        "`nestos-installer pack commands-reference` (a test keeps this file in sync). The",
+        "same text is in the man pages (`man nestos-installer-install`) and in `--help`;",
+        "`-h` prints a summary. Hidden commands (`pack`, `dev`, `service`) are internal.",
         "",
     ]
     for page in pages(reg):
         level = "#" * min(2 + len(page.path.split()) - (1 if page.path else 0), 4)
         out += [f"{level} `{page.command}`", "", page.summary + ("." if page.path else ""), ""]
-        out += ["```", page.usage, "```", ""]
+        out += ["```", page.usage_lines, "```", ""]
         if page.description and page.description.strip() != page.summary.strip():
             out += [*(p + "\n" for p in _paragraphs(page.description))]
         for section in page.sections:
