@@ -52,15 +52,15 @@ def test_man_page_for_every_command(tmp_path: Path) -> None:
             ["groff", "-man", "-ww", "-z", "-Tutf8", str(page)], capture_output=True, check=False
         )
         assert lint.returncode == 0 and lint.stderr == b"", (page.name, lint.stderr)
+    # Rendered as plain ASCII text (no overstrike), as a pager would show it.
     text = subprocess.run(
-        ["man", "-l", str(tmp_path / "nestos-installer-install.8")],
+        ["groff", "-man", "-Tascii", "-P", "-cbou", str(tmp_path / "nestos-installer-install.8")],
         capture_output=True,
-        env=dict(os.environ, MANWIDTH="80", LC_ALL="C", MAN_KEEP_FORMATTING="0"),
         check=True,
     ).stdout.decode()
     for opt in OPTIONS:
         if opt.cli and not opt.hidden and opt.kind != "positional":
-            assert opt.flag in text.replace("\u2010", "-"), opt.flag
+            assert opt.flag in text, opt.flag
 
 
 def test_command_reference_is_current() -> None:
