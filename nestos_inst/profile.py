@@ -36,6 +36,9 @@ class Profile:
     stream_base_url: str
     default_stream: str
     temp_prefix: str  # for `-o PATH` temp files
+    # Brand in media messages ("Unrecognized CoreOS ISO image." is upstream's exact
+    # text, which its test scripts look for on CoreOS media).
+    media_name: str = "CoreOS"
 
 
 NESTOS = Profile(
@@ -61,6 +64,7 @@ NESTOS = Profile(
     stream_base_url="https://nestos.org.cn/NestOS-release/streams/",
     default_stream="stable",
     temp_prefix=".nestos-installer-temp-",
+    media_name="NestOS",
 )
 
 COREOS = Profile(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import profile as profiles
-from ..errors import FormatError, NestosError
+from ..errors import FormatError, NestosError, describe
 from . import kargs as kargs_mod
 from .iso9660 import IsoFs, NotFoundError, Record
 from .isoedit import Area, check_areas
@@ -29,8 +29,20 @@ MAX_INITRD_AREA = 256 << 20
 DEFAULT_IGNITION_FILE = "IMAGES/IGNITION.IMG"
 CONFIG_MEMBER = "config.ign"
 
+# Media that cannot be told apart are CoreOS-era (detect_profile): upstream's text.
 UNRECOGNIZED = "Unrecognized CoreOS ISO image."
-NO_KARGS = "No karg embed areas found; old or corrupted CoreOS ISO image."
+
+
+def unrecognized(profile: profiles.Profile) -> str:
+    return f"Unrecognized {profile.media_name} ISO image."
+
+
+def no_kargs(profile: profiles.Profile, old: bool = True) -> str:
+    kind = "old or corrupted" if old else "corrupted"
+    return f"No karg embed areas found; {kind} {profile.media_name} ISO image."
+
+
+NO_KARGS = no_kargs(profiles.COREOS)
 
 
 @dataclass
@@ -58,7 +70,7 @@ class Features:
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError) as exc:
-            raise FormatError("parsing OS features") from FormatError(str(exc))
+            raise FormatError("parsing OS features") from FormatError(describe(exc))
         if not isinstance(obj, dict):
             raise FormatError("parsing OS features") from FormatError("not a JSON object")
         directives = obj.get("installer-config-directives")
@@ -74,13 +86,20 @@ class Features:
 class KargAreas:
     """The karg slots of an ISO; all must agree, and all are rewritten together."""
 
-    def __init__(self, length: int, default: str, regions: list[Region], from_json: bool):
+    def __init__(
+        self,
+        length: int,
+        default: str,
+        regions: list[Region],
+        from_json: bool,
+        profile: profiles.Profile = profiles.COREOS,
+    ):
         self.length = length
         self.default = default
         self.regions = sorted(regions, key=lambda r: r.offset)
         self.from_json = from_json
         if not self.regions:
-            raise FormatError("No karg embed areas found; corrupted CoreOS ISO image.")
+            raise FormatError(no_kargs(profile, old=False))
         # Parsed on first use: IsoConfig checks where the areas are before what they hold.
         self._current: str | None = None
 
@@ -131,7 +150,7 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise FormatError(f"decoding {what}") from FormatError(str(exc))
+        raise FormatError(f"decoding {what}") from FormatError(describe(exc))
     if not isinstance(obj, dict):
         raise FormatError(f"decoding {what}") from FormatError("expected a JSON object")
     return obj
@@ -210,11 +229,11 @@ def find_karg_areas(fs: IsoFs, profile: profiles.Profile) -> KargAreas | None:
     except FormatError as exc:
         raise FormatError("reading kargs embed area info") from exc
     if raw is not None:
-        return _karg_areas_from_json(fs, raw)
-    return _karg_areas_from_header(fs)
+        return _karg_areas_from_json(fs, raw, profile)
+    return _karg_areas_from_header(fs, profile)
 
 
-def _karg_areas_from_json(fs: IsoFs, raw: bytes) -> KargAreas:
+def _karg_areas_from_json(fs: IsoFs, raw: bytes, profile: profiles.Profile) -> KargAreas:
     what = "kargs embed area info"
     obj = _json_object(raw, what)
     default = _str_field(obj, "default", what)
@@ -246,10 +265,10 @@ def _karg_areas_from_json(fs: IsoFs, raw: bytes) -> KargAreas:
             raise FormatError("reading kargs embed area") from exc
         region.pad, region.end = pad, end
         regions.append(region)
-    return KargAreas(size, default, regions, from_json=True)
+    return KargAreas(size, default, regions, from_json=True, profile=profile)
 
 
-def _karg_areas_from_header(fs: IsoFs) -> KargAreas | None:
+def _karg_areas_from_header(fs: IsoFs, profile: profiles.Profile) -> KargAreas | None:
     try:
         header = fs.read_at(KARG_HEADER_OFFSET, KARG_HEADER_LEN)
     except FormatError as exc:
@@ -272,7 +291,7 @@ def _karg_areas_from_header(fs: IsoFs) -> KargAreas | None:
             regions.append(Region(off, length, fs.read_at(off, length)))
         except FormatError as exc:
             raise FormatError("reading kargs embed area") from exc
-    return KargAreas(length, default, regions, from_json=False)
+    return KargAreas(length, default, regions, from_json=False, profile=profile)
 
 
 class IsoConfig:
@@ -317,7 +336,7 @@ class IsoConfig:
         try:
             rec = self.fs.get_file(path.upper())
         except FormatError as exc:
-            raise FormatError(UNRECOGNIZED) from _caused(
+            raise FormatError(unrecognized(self.profile)) from _caused(
                 FormatError("finding initrd embed area"), exc
             )
         offset = _int_field(info, "offset", "igninfo", default=0)
@@ -393,7 +412,7 @@ class IsoConfig:
 
     def require_kargs(self) -> KargAreas:
         if self.kargs is None:
-            raise FormatError(NO_KARGS)
+            raise FormatError(no_kargs(self.profile))
         return self.kargs
 
     # ---- results ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..errors import FormatError, NestosError
+from ..errors import FormatError, NestosError, describe
 from ..io.compress import Decoder, open_decompressed
 from .bincode import U32_MAX, Reader, encode_str, encode_varint
 from .iso9660 import SECTOR, IsoFs, Record
@@ -302,7 +302,7 @@ def rewrite_kargs_json(raw: bytes, new_default: str, capacity: int, name: str) -
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise FormatError("decoding kargs embed area info") from FormatError(str(exc))
+        raise FormatError("decoding kargs embed area info") from FormatError(describe(exc))
     if not isinstance(obj, dict) or not isinstance(obj.get("files"), list):
         raise FormatError("decoding kargs embed area info") from FormatError(
             "expected an object with a 'files' list"

@@ -20,8 +20,19 @@ def load(text: bytes | str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise FormatError(str(exc)) from None
+        raise FormatError(yaml_problem(exc)) from None
     except (ValueError, OverflowError) as exc:  # PyYAML's scanner on a bad escape
         raise FormatError(f"invalid escape sequence in a quoted string: {exc}") from None
     except RecursionError:
         raise FormatError("document nested too deeply") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report (`in "<byte string>", line 2, column 1:` plus an
+    excerpt) as one line in the user's terms: what is wrong, and where."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{exc.problem}{where}{context}"
+    return " ".join(str(exc).split())

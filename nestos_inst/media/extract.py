@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import FormatError, NestosError
 from ..formats import isoedit, miniso
-from ..formats.embed import UNRECOGNIZED, IsoConfig, detect_profile, read_meta
+from ..formats.embed import IsoConfig, detect_profile, read_meta, unrecognized
 from ..formats.iso9660 import SECTOR, IsoFs, NotFoundError, Record
 from ..formats.kargs import modify_kargs
 from ..io.files import Created, atomic_output, refuse_existing
@@ -88,9 +88,11 @@ def extract_pxe(
         try:
             pxeboot = fs.get_path(PXEBOOT_DIR)
         except FormatError as exc:
-            raise FormatError(UNRECOGNIZED) from exc
+            raise FormatError(unrecognized(detect_profile(fs))) from exc
         if not pxeboot.is_dir:
-            raise FormatError(UNRECOGNIZED) from FormatError(f"entry {pxeboot.name} is a file")
+            raise FormatError(unrecognized(detect_profile(fs))) from FormatError(
+                f"entry {pxeboot.name} is a file"
+            )
         base = Path(iso_path).stem + "-"
         # ISO names never contain "/" (decoded to "."), and the stem prefix keeps
         # "." and ".." from naming anything outside output_dir.

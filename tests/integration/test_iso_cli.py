@@ -230,7 +230,8 @@ def test_non_live_and_truncated(tmp_path: Path) -> None:
     media.all_fail("Unrecognized CoreOS ISO image.", "iso", "ignition", "embed", src=plain)
     media.all_fail("Unrecognized CoreOS ISO image.", "iso", "reset", src=plain)
     nokargs = build_live_iso(tmp_path / "nokargs.iso", LiveIsoSpec(kargs="none"))
-    msg = "No karg embed areas found; old or corrupted CoreOS ISO image."
+    assert nokargs.spec.profile.media_name == "NestOS"
+    msg = "No karg embed areas found; old or corrupted NestOS ISO image."
     media.all_fail(msg, "iso", "kargs", "modify", "-a", "x", src=nokargs.path)
     media.all_fail(msg, "iso", "kargs", "reset", src=nokargs.path)
     fail(run_main("iso", "kargs", "show", str(nokargs.path)), msg)

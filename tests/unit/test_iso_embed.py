@@ -185,7 +185,7 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
         ),
         (
             LiveIsoSpec(extra_files=_igninfo({"file": "images/missing.img"})),
-            "Unrecognized CoreOS ISO image.: finding initrd embed area",
+            "Unrecognized NestOS ISO image.: finding initrd embed area",
         ),
         (LiveIsoSpec(extra_kargs_json={"size": 4096}), "karg embed area size larger than 2048"),
         (
@@ -194,7 +194,7 @@ def _igninfo(obj: Any) -> dict[str, bytes]:
         ),
         (
             LiveIsoSpec(extra_kargs_json={"files": []}),
-            "No karg embed areas found; corrupted CoreOS ISO image.",
+            "No karg embed areas found; corrupted NestOS ISO image.",
         ),
         (
             LiveIsoSpec(
