@@ -106,8 +106,12 @@ DOCDIR ?= $(DATADIR)/doc/nestos-installer
 DRACUTDIR := $(PREFIX)/lib/dracut/modules.d/50nestos-installer
 KEYS_DIST := $(DATADIR)/nestos-installer/keys.d
 KEYS_ADMIN := $(SYSCONFDIR)/nestos-installer/keys.d
-# Generated from the argparse definitions with the standard library only.
-RUN_SRC := PYTHONPATH=$(CURDIR) $(PYTHON) -S -m nestos_inst
+# Man pages and the example config are generated from this checkout's option
+# definitions, which import the runtime dependencies (pydantic): run them with the
+# venv's interpreter when there is one, else PYTHON (a package build's python3, with
+# the BuildRequires installed).
+TOOL_PYTHON ?= $(if $(wildcard $(VPY)),$(abspath $(VPY)),$(PYTHON))
+RUN_SRC := PYTHONPATH=$(CURDIR) $(TOOL_PYTHON) -m nestos_inst
 
 install: install-python install-data
 
@@ -158,7 +162,8 @@ rpm:
 	rm -rf $(RPMTOP) && mkdir -p $(RPMTOP)/SOURCES
 	$(PYTHON) -c 'from setuptools import build_meta as b; b.build_sdist("$(RPMTOP)/SOURCES")' \
 		>/dev/null
-	rpmbuild -bb $(RPM_MACROS) --define "_topdir $(RPMTOP)" nestos-installer.spec
+	rpmbuild -bb $(RPM_MACROS) --define "_topdir $(RPMTOP)" \
+		--define "nestos_tool_python $(TOOL_PYTHON)" nestos-installer.spec
 	@ls $(RPMTOP)/RPMS/noarch/*.rpm
 
 clean:
