@@ -41,27 +41,27 @@ def _common(p: argparse.ArgumentParser) -> None:
         group.add_argument(flag, metavar=metavar, action="append", default=[], help=help)
 
     dest = p.add_argument_group("Installation options")
-    rep(dest, "--dest-ignition", "path", "Ignition config fragment for dest sys")
-    dest.add_argument("--dest-device", metavar="path", help="Install destination device")
+    rep(dest, "--dest-ignition", "PATH", "Ignition config fragment for dest sys")
+    dest.add_argument("--dest-device", metavar="PATH", help="Install destination device")
     dest.add_argument(
         "--dest-console",
-        metavar="spec",
+        metavar="SPEC",
         action="append",
         default=[],
         type=_console,
         help="Kernel and bootloader console for dest",
     )
-    rep(dest, "--dest-karg-append", "arg", "Destination kernel argument to append")
-    rep(dest, "--dest-karg-delete", "arg", "Destination kernel argument to delete")
-    rep(dest, "--pre-install", "path", "Script to run before installation")
-    rep(dest, "--post-install", "path", "Script to run after installation")
-    rep(dest, "--installer-config", "path", "Installer config file")
+    rep(dest, "--dest-karg-append", "ARG", "Destination kernel argument to append")
+    rep(dest, "--dest-karg-delete", "ARG", "Destination kernel argument to delete")
+    rep(dest, "--pre-install", "PATH", "Script to run before installation")
+    rep(dest, "--post-install", "PATH", "Script to run after installation")
+    rep(dest, "--installer-config", "PATH", "Installer config file")
     net = p.add_argument_group("Network options")
-    rep(net, "--network-keyfile", "path", "NetworkManager keyfile for live & dest")
-    rep(net, "--network-nmstate", "path", "nmstate config for live & dest")
+    rep(net, "--network-keyfile", "PATH", "NetworkManager keyfile for live & dest")
+    rep(net, "--network-nmstate", "PATH", "nmstate config for live & dest")
     ign = p.add_argument_group("Ignition options")
-    rep(ign, "--ignition-ca", "path", "Ignition PEM CA bundle for live & dest")
-    rep(ign, "--live-ignition", "path", "Ignition config fragment for live env")
+    rep(ign, "--ignition-ca", "PATH", "Ignition PEM CA bundle for live & dest")
+    rep(ign, "--live-ignition", "PATH", "Ignition config fragment for live env")
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -120,27 +120,27 @@ def register(reg: Registry) -> None:
     live = p.add_argument_group("Live system options (ISO only)")
     live.add_argument(
         "--live-karg-append",
-        metavar="arg",
+        metavar="ARG",
         action="append",
         default=[],
         help="Live kernel argument to append",
     )
     live.add_argument(
         "--live-karg-delete",
-        metavar="arg",
+        metavar="ARG",
         action="append",
         default=[],
         help="Live kernel argument to delete",
     )
     live.add_argument(
         "--live-karg-replace",
-        metavar="k=o=n",
+        metavar="KARG=OLDVAL=NEWVAL",
         action="append",
         default=[],
         help="Live kernel argument to replace",
     )
     p.add_argument("-f", "--force", action="store_true", help="Overwrite existing customizations")
-    p.add_argument("-o", "--output", metavar="path", help="Write ISO to a new output file")
+    p.add_argument("-o", "--output", metavar="PATH", help="Write ISO to a new output file")
     p.add_argument("iso", metavar="ISO", help="ISO image")
 
     p = reg.command(
@@ -153,7 +153,7 @@ def register(reg: Registry) -> None:
     p.add_argument(
         "-o",
         "--output",
-        metavar="path",
+        metavar="PATH",
         required=True,
         help="Output file (- for stdout)",
     )

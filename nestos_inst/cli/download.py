@@ -13,6 +13,7 @@ from ..net.retries import parse_retries
 from ..profile import BY_NAME, DEFAULT
 from ..report import say
 from .common import add_profile_option, restore_sigpipe
+from .help import explain
 
 if TYPE_CHECKING:
     from . import Registry
@@ -123,26 +124,44 @@ def register(reg: Registry) -> None:
         metavar="PATH",
         help="Destination directory [default: %(default)s]",
     )
-    p.add_argument("-d", "--decompress", action="store_true", help="Decompress image")
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="Skip signature verification (only when the signature is missing)",
+    explain(
+        p.add_argument("-d", "--decompress", action="store_true", help="Decompress image"),
+        "Write the image decompressed (.xz and .gz names lose their suffix; .tar.* "
+        "archives and other formats are kept as they are). The signature is checked on "
+        "the compressed bytes as they arrive; no .sig file is written.",
     )
-    p.add_argument(
-        "--keyring",
-        action="append",
-        type=Path,
-        metavar="FILE",
-        help="Also trust the armored public keys in FILE (repeatable)",
+    explain(
+        p.add_argument("--insecure", action="store_true", help="Skip signature verification"),
+        "Do not verify signatures at all: an image without one is downloaded (and says "
+        "so), and a signature that is there is not checked either. Neither trusted keys "
+        "nor the GPGME binding are needed then.",
+    )
+    explain(
+        p.add_argument(
+            "--keyring",
+            action="append",
+            type=Path,
+            metavar="FILE",
+            help="Also trust the armored public keys in FILE (repeatable)",
+        ),
+        "Trust the OpenPGP public keys in FILE for this download, in addition to the "
+        "profile's built-in keys and the key directories "
+        "(PREFIX/share/nestos-installer/keys.d/ and /etc/nestos-installer/keys.d/). "
+        "Repeatable.",
     )
     p.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
-    p.add_argument(
-        "--fetch-retries",
-        type=retries_arg,
-        default=0,
-        metavar="N",
-        help="Fetch retries, or 'infinite' [default: 0]",
+    explain(
+        p.add_argument(
+            "--fetch-retries",
+            type=retries_arg,
+            default=0,
+            metavar="N",
+            help="Fetch retries, or 'infinite' [default: 0]",
+        ),
+        "How many times to retry a failed fetch (stream metadata, signature, image), "
+        "waiting 1 s, then 2 s, 4 s... up to 10 minutes between tries; infinite never "
+        "gives up. A transfer that breaks in the middle resumes where it stopped.\n\n"
+        "[default: 0]",
     )
     p.add_argument(
         "--fetch-timeout",

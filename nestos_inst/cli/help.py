@@ -70,7 +70,11 @@ class LongFormatter(argparse.RawDescriptionHelpFormatter):
         body = long_text(action).replace("%(default)s", str(action.default))
         width = WIDTH - 2 - LONG_INDENT
         paragraphs = [
-            textwrap.fill(" ".join(p.split()), width) for p in body.split("\n\n") if p.strip()
+            textwrap.fill(
+                " ".join(p.split()), width, break_on_hyphens=False, break_long_words=False
+            )
+            for p in body.split("\n\n")
+            if p.strip()
         ]
         block = invocation(action) + "\n"
         if paragraphs:
