@@ -12,9 +12,12 @@ it is used (LazyParser): other commands and `--help` start without pydantic.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from .help import explain
 
 if TYPE_CHECKING:
     from ..install.options import Option
@@ -61,8 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     exclusive = {name: parser.add_mutually_exclusive_group() for name in groups()}
     for opt in OPTIONS:
         if opt.kind == "positional":
-            parser.add_argument(
-                opt.field, nargs="?", metavar=opt.metavar, help=opt.help, default=argparse.SUPPRESS
+            explain(
+                parser.add_argument(
+                    opt.field,
+                    nargs="?",
+                    metavar=opt.metavar,
+                    help=opt.help,
+                    default=argparse.SUPPRESS,
+                ),
+                opt.doc,
             )
             continue
         target: Any = parser
@@ -87,7 +97,21 @@ def _add(target: Any, opt: Option) -> None:
         kwargs["action"] = "append" if opt.kind == "list" else "store"
         if opt.value.usage_error:
             kwargs["type"] = _arg_type(opt)
-    target.add_argument(*names, **kwargs)
+    explain(target.add_argument(*names, **kwargs), _long_help(opt))
+
+
+def _long_help(opt: Option) -> str:
+    """--help's paragraph: the option's doc, then its default as -h would show it."""
+    text = opt.doc or opt.help
+    shown = opt.shown_default or (
+        "" if opt.default in (None, False, (), "") else str(opt.default)
+    )
+    quoted = re.search(r"`([^`]*)`", shown)  # the docs' form: "— (`stable`)"
+    if quoted:
+        shown = quoted.group(1)
+    if shown and "[default:" not in text:
+        text += f"\n\n[default: {shown}]"
+    return text
 
 
 def cli_layer(args: argparse.Namespace) -> dict[str, Any]:

@@ -183,6 +183,11 @@ class InstallConfig(BaseModel):
             group="source",
             karg="stream",
             example="stable",
+            doc=(
+                "Install the newest image of this stream, found in the stream metadata at the "
+                "stream base URL (see --stream-base-url). The default stream is stable. Cannot be "
+                "combined with --image-url or --image-file."
+            ),
         ),
     ] = None
     image_url: Annotated[
@@ -196,6 +201,11 @@ class InstallConfig(BaseModel):
             group="source",
             karg="image_url",
             example="https://example.com/nestos-metal.raw.xz",
+            doc=(
+                "Install the image at this URL instead of looking one up in a stream. Its "
+                "signature is fetched from the same URL with .sig appended to the path and must "
+                "verify unless --insecure is given. Only http:// and https:// URLs are accepted."
+            ),
         ),
     ] = None
     image_file: Annotated[
@@ -207,6 +217,11 @@ class InstallConfig(BaseModel):
             metavar="PATH",
             group="source",
             example="/run/media/iso/image.raw.xz",
+            doc=(
+                "Install a local image file (compressed with xz, gzip or zstd, or raw). A "
+                "signature in FILE.sig next to it is verified; without one, --insecure is "
+                "required."
+            ),
         ),
     ] = None
     ignition_file: Annotated[
@@ -219,6 +234,10 @@ class InstallConfig(BaseModel):
             group="ignition",
             aliases=("--ignition",),
             example="/path/to/config.ign",
+            doc=(
+                "Copy this Ignition config to the installed system's /boot/ignition/config.ign "
+                "(mode 0600), where Ignition reads it on first boot. The file must contain JSON."
+            ),
         ),
     ] = None
     ignition_url: Annotated[
@@ -231,6 +250,11 @@ class InstallConfig(BaseModel):
             metavar="URL",
             group="ignition",
             example="https://example.com/config.ign",
+            doc=(
+                "Fetch an Ignition config from this URL and install it like --ignition-file. "
+                "https:// is required unless --ignition-hash is given (or --insecure-ignition, "
+                "not recommended)."
+            ),
         ),
     ] = None
     ignition_hash: Annotated[
@@ -241,6 +265,10 @@ class InstallConfig(BaseModel):
             value=DIGEST,
             metavar="DIGEST",
             example="sha512-" + "0" * 128,
+            doc=(
+                "Check the Ignition config against this digest before anything is written, as "
+                "type-value with type sha256 or sha512, e.g. sha512-0123abcd..."
+            ),
         ),
     ] = None
     architecture: Annotated[
@@ -252,6 +280,10 @@ class InstallConfig(BaseModel):
             short="-a",
             metavar="NAME",
             example="x86_64",
+            doc=(
+                "CPU architecture of the image to pick from the stream metadata. Defaults to the "
+                "architecture of the running machine."
+            ),
         ),
     ] = None
     platform: Annotated[
@@ -265,6 +297,11 @@ class InstallConfig(BaseModel):
             metavar="NAME",
             karg="platform_id",
             example="qemu",
+            doc=(
+                "Set the Ignition platform ID of the installed system (for example qemu or metal) "
+                "in its boot entries, and apply the console settings the image lists for that "
+                "platform."
+            ),
         ),
     ] = None
     console: Annotated[
@@ -275,6 +312,11 @@ class InstallConfig(BaseModel):
             value=CONSOLE,
             metavar="SPEC",
             example=["tty0", "ttyS0,115200n8"],
+            doc=(
+                "A kernel and GRUB console for the installed system, in the kernel's console= "
+                "syntax without the console= prefix (tty0, ttyS0,115200n8). Repeat the option for "
+                "several consoles; the last one becomes /dev/console."
+            ),
         ),
     ] = ()
     firstboot_args: Annotated[
@@ -286,11 +328,25 @@ class InstallConfig(BaseModel):
             metavar="ARGS",
             in_config=False,
             hidden=True,
+            doc=(
+                "Kernel arguments added for the first boot only (network settings for Ignition, "
+                "for example)."
+            ),
         ),
     ] = None
     append_karg: Annotated[
         tuple[str, ...],
-        Opt("list", "Append default kernel arg", value=KARG, metavar="ARG", example=["nosmt"]),
+        Opt(
+            "list",
+            "Append default kernel arg",
+            value=KARG,
+            metavar="ARG",
+            example=["nosmt"],
+            doc=(
+                "Add a kernel argument to the installed system's default kernel command line. "
+                "Repeatable."
+            ),
+        ),
     ] = ()
     delete_karg: Annotated[
         tuple[str, ...],
@@ -300,11 +356,24 @@ class InstallConfig(BaseModel):
             value=KARG,
             metavar="ARG",
             example=["mitigations=auto,nosmt"],
+            doc=(
+                "Remove a kernel argument from the installed system's default kernel command "
+                "line. Repeatable."
+            ),
         ),
     ] = ()
     copy_network: Annotated[
         bool,
-        Opt("flag", "Copy network config from install environment", short="-n", example=True),
+        Opt(
+            "flag",
+            "Copy network config from install environment",
+            short="-n",
+            example=True,
+            doc=(
+                "Copy the NetworkManager keyfiles of the running system (see --network-dir) to "
+                "the installed system, which uses them on its first boot."
+            ),
+        ),
     ] = False
     network_dir: Annotated[
         str,
@@ -313,6 +382,7 @@ class InstallConfig(BaseModel):
             f"Source directory for --copy-network [default: {DEFAULT_NETWORK_DIR}]",
             metavar="PATH",
             example=DEFAULT_NETWORK_DIR,
+            doc="Where --copy-network reads NetworkManager keyfiles from.",
         ),
     ] = DEFAULT_NETWORK_DIR
     save_partlabel: Annotated[
@@ -323,6 +393,10 @@ class InstallConfig(BaseModel):
             metavar="LABEL",
             karg="save_partlabel",
             example=["data*"],
+            doc=(
+                "Keep existing partitions whose label matches this glob (for example data*) "
+                "instead of overwriting them. Repeatable; values may also be comma-separated."
+            ),
         ),
     ] = ()
     save_partindex: Annotated[
@@ -333,17 +407,48 @@ class InstallConfig(BaseModel):
             metavar="ID",
             karg="save_partindex",
             example=["5-"],
+            doc=(
+                "Keep existing partitions with this number, or a range such as 5- or 2-4. "
+                "Repeatable; values may also be comma-separated."
+            ),
         ),
     ] = ()
     offline: Annotated[
-        bool, Opt("flag", "Force offline installation", advanced=True, example=True)
+        bool,
+        Opt(
+            "flag",
+            "Force offline installation",
+            advanced=True,
+            example=True,
+            doc=(
+                "Install only from the image data on the live media (osmet), never from the "
+                "network; fail when there is none for this disk's sector size and architecture."
+            ),
+        ),
     ] = False
-    insecure: Annotated[bool, Opt("flag", "Allow unsigned image", advanced=True, example=True)] = (
-        False
-    )
+    insecure: Annotated[
+        bool,
+        Opt(
+            "flag",
+            "Allow unsigned image",
+            advanced=True,
+            example=True,
+            doc=(
+                "Do not verify the image signature at all: neither a missing signature nor a "
+                "present one is checked. Use only for images from a trusted source, such as a "
+                "local build."
+            ),
+        ),
+    ] = False
     insecure_ignition: Annotated[
         bool,
-        Opt("flag", "Allow Ignition URL without HTTPS or hash", advanced=True, example=True),
+        Opt(
+            "flag",
+            "Allow Ignition URL without HTTPS or hash",
+            advanced=True,
+            example=True,
+            doc="Allow --ignition-url over plain HTTP without --ignition-hash.",
+        ),
     ] = False
     stream_base_url: Annotated[
         str | None,
@@ -355,11 +460,24 @@ class InstallConfig(BaseModel):
             metavar="URL",
             advanced=True,
             example="https://nestos.org.cn/NestOS-release/streams/",
+            doc=(
+                "Fetch stream metadata from this base URL (STREAM.json is appended) instead of "
+                "the profile's default server."
+            ),
         ),
     ] = None
     preserve_on_error: Annotated[
         bool,
-        Opt("flag", "Don't clear partition table on error", advanced=True, example=True),
+        Opt(
+            "flag",
+            "Don't clear partition table on error",
+            advanced=True,
+            example=True,
+            doc=(
+                "On failure, leave the partially written disk as it is instead of wiping its "
+                "partition table (useful for debugging)."
+            ),
+        ),
     ] = False
     fetch_retries: Annotated[
         FetchRetries,
@@ -370,10 +488,22 @@ class InstallConfig(BaseModel):
             metavar="N",
             advanced=True,
             example=3,
+            doc=(
+                "How many times to retry a failed download (stream metadata, signature, image), "
+                "waiting longer after each failure; infinite never gives up. Interrupted "
+                "transfers resume where they stopped."
+            ),
         ),
     ] = 0
     secure_ipl: Annotated[
-        bool, Opt("flag", "Enable IBM Secure IPL (s390x)", advanced=True, example=True)
+        bool,
+        Opt(
+            "flag",
+            "Enable IBM Secure IPL (s390x)",
+            advanced=True,
+            example=True,
+            doc="Enable IBM Secure IPL on s390x. Refused on other architectures.",
+        ),
     ] = False
     # --- beyond upstream ---------------------------------------------------------
     keyring: Annotated[
@@ -384,6 +514,11 @@ class InstallConfig(BaseModel):
             metavar="FILE",
             advanced=True,
             example=["/etc/nestos/keys/distributor.asc"],
+            doc=(
+                "Also trust the armored OpenPGP public keys in this file for this install, after "
+                "the keys in the key directories (/usr/share/nestos-installer/keys.d/ and "
+                "/etc/nestos-installer/keys.d/). Repeatable."
+            ),
         ),
     ] = ()
     fetch_timeout: Annotated[
@@ -400,7 +535,16 @@ class InstallConfig(BaseModel):
     ] = None
     dry_run: Annotated[
         bool,
-        Opt("flag", "Print the install plan and write nothing", in_config=False, advanced=True),
+        Opt(
+            "flag",
+            "Print the install plan and write nothing",
+            in_config=False,
+            advanced=True,
+            doc=(
+                "Check everything (options, source, signature availability, target, partitions to "
+                "keep) and print what would be done; write nothing."
+            ),
+        ),
     ] = False
     osmet_dir: Annotated[
         tuple[str, ...],
@@ -429,6 +573,11 @@ class InstallConfig(BaseModel):
             "Destination device (a block device, or a regular file to build a disk image)",
             metavar="DEST_DEVICE",
             example="/dev/vda",
+            doc=(
+                "The disk to install to, or a regular file: an existing file is overwritten and "
+                "grows to the image's size (/boot edits on a file need root, for the loop "
+                "device)."
+            ),
         ),
     ] = None
 

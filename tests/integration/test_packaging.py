@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nestos_inst.cli import build_registry
-from nestos_inst.options import OPTIONS
+from nestos_inst.install.options import OPTIONS
 from tests.helpers.cli import REPO, run_cli
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with setuptools/wheel/pip (as CI uses)
@@ -62,7 +62,7 @@ def test_man_page_for_every_command(tmp_path: Path) -> None:
         check=True,
     ).stdout.decode()
     for opt in OPTIONS:
-        if opt.cli and not opt.hidden and opt.kind != "positional":
+        if not opt.hidden and opt.kind != "positional":
             assert opt.flag in text, opt.flag
 
 
