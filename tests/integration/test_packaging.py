@@ -124,7 +124,7 @@ def test_sdist_carries_everything_a_distribution_builds_from(tmp_path: Path) -> 
         "dracut/50nestos-installer/module-setup.sh", "docs/service-mode.md",
         "docs/commands.md", "docs/coming-from-coreos-installer.md",
         "nestos_inst/data/keys/coreos/fedora-coreos-signing-keys.asc",
-        "nestos_inst/data/keys/coreos/ORIGIN.md",
+        "nestos_inst/data/keys/coreos/ORIGIN.md", "data/example-config.yaml",
     ):  # fmt: skip
         assert needed in members, needed
     assert not [m for m in members if "__pycache__" in m]
