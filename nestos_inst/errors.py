@@ -81,33 +81,13 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-# json module wording -> the wording users of upstream's JSON parser know.
-_JSON_WORDING = (
-    ("Expecting value", "expected value"),
-    ("Expecting property name enclosed in double quotes", "key must be a string"),
-    ("Expecting ':' delimiter", "expected `:`"),
-    ("Expecting ',' delimiter", "expected `,` or the end of the list or object"),
-    ("Extra data", "trailing characters"),
-    ("Unterminated string starting at", "end of input while parsing a string"),
-    ("Invalid control character at", "control character found while parsing a string"),
-    ("Invalid \\escape", "invalid escape"),
-    ("Invalid \\uXXXX escape", "invalid unicode escape"),
-)
-
-
 def data_problem(exc: BaseException) -> str | None:
     """A parse failure of the json module (or bad UTF-8, or absurd nesting) in the
-    user's words (`expected value at line 1 column 1`), None for anything else."""
-    if isinstance(exc, json.JSONDecodeError):
-        text = next(
-            (new for old, new in _JSON_WORDING if exc.msg.startswith(old)),
-            exc.msg[:1].lower() + exc.msg[1:],
-        )
-        return f"{text} at line {exc.lineno} column {exc.colno}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"invalid UTF-8 at byte {exc.start}"
-    if isinstance(exc, RecursionError):
-        return "nested too deeply"
+    user's words (jsontext.py), None for anything else."""
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | RecursionError):
+        from .jsontext import json_error_text
+
+        return json_error_text(exc)
     return None
 
 

@@ -60,7 +60,7 @@ def test_bad_ignition_json(tmp_path: Path) -> None:
     assert rc == 1
     assert err == (
         "Error: parsing specified Ignition config\n\nCaused by:\n"
-        "    key must be a string at line 1 column 2\n"
+        "    not valid JSON: expected a quoted property name at line 1, column 2\n"
     )
     assert target.read_bytes() == b"keep"
 
@@ -90,7 +90,7 @@ def test_bad_json_in_iso_metadata(tmp_path: Path) -> None:
     before = _sha(iso.path)
     rc, err = _err("iso", "ignition", "show", iso.path)
     assert rc == 1
-    cause = "key must be a string at line 1 column 32"
+    cause = "not valid JSON: expected a quoted property name at line 1, column 32"
     assert err == f"Error: decoding igninfo\n\nCaused by:\n    {cause}\n"
     assert _sha(iso.path) == before
 
