@@ -109,6 +109,14 @@ def run_service(
             _run(reporter, cmdline_file, dirs, device_timeout)
         except BaseException as e:
             text = format_chain(e) if isinstance(e, NestosError) else repr(e)
+            # `install failed` is raised after the disk was reset, with the error that
+            # caused it hidden (`from None`: the CLI printed it already). The journal
+            # record is read on its own, so it names that error too.
+            cause = e.__context__ if e.__suppress_context__ else None
+            if isinstance(cause, NestosError):
+                text += "\n" + format_chain(cause)
+            elif isinstance(cause, OSError) and cause.strerror:
+                text += f"\nError: {cause.strerror}"
             reporter.stage("failed", f"Install failed: {text}", priority=3)
             raise
         reporter.stage("complete", "Install complete.")

@@ -150,6 +150,7 @@ class FaultProxy:
         self.drop_after = drop_after
         self.dropped = 0
         self.requests: list[str] = []
+        self.ranged: list[str] = []  # requests that carried a Range header
         self._lock = threading.Lock()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -177,46 +178,51 @@ class FaultProxy:
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
 
     def _handle(self, client: socket.socket) -> None:
+        """Relay one connection. HTTP clients keep connections alive, so every request
+        line in the client's stream is seen (not only the first); once a full GET of
+        `drop_path` (no Range header) went upstream, the response stream is cut after
+        `drop_after` more bytes."""
         try:
             up = socket.create_connection(("127.0.0.1", self.upstream))
         except OSError:
             client.close()
             return
-        head = b""
-        client.settimeout(60)
-        try:
-            while b"\r\n\r\n" not in head:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                head += chunk
-        except OSError:
-            pass
-        line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-        fields = line.split()
-        path = fields[1] if len(fields) > 1 else ""
-        limit = -1
-        with self._lock:
-            self.requests.append(line)
-            # Only a full-body request is cut: a resumed Range request passes.
-            first = fields[:1] == ["GET"] and path == self.drop_path and not self.dropped
-            if first and b"\r\nrange:" not in head.lower():
-                self.dropped += 1
-                limit = self.drop_after
-        up.sendall(head)
-        pump = threading.Thread(target=self._pump, args=(client, up), daemon=True)
-        pump.start()
+        armed = threading.Event()
+
+        def requests() -> None:
+            buf = b""
+            try:
+                while True:
+                    data = client.recv(65536)
+                    if not data:
+                        break
+                    up.sendall(data)
+                    buf += data
+                    while b"\r\n\r\n" in buf:
+                        head, buf = buf.split(b"\r\n\r\n", 1)
+                        self._request(head, armed)
+            except OSError:
+                pass
+            finally:
+                try:
+                    up.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        reader = threading.Thread(target=requests, daemon=True)
+        reader.start()
         sent = 0
         try:
             while True:
                 data = up.recv(65536)
                 if not data:
                     break
-                if limit >= 0 and sent + len(data) >= limit:
-                    client.sendall(data[: limit - sent])
-                    break
+                if armed.is_set():
+                    if sent + len(data) >= self.drop_after:
+                        client.sendall(data[: self.drop_after - sent])
+                        break
+                    sent += len(data)
                 client.sendall(data)
-                sent += len(data)
         except OSError:
             pass
         finally:
@@ -227,13 +233,15 @@ class FaultProxy:
                     pass
                 s.close()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
+    def _request(self, head: bytes, armed: threading.Event) -> None:
+        line = head.split(b"\r\n", 1)[0].decode(errors="replace").lstrip()
+        fields = line.split()
+        with self._lock:
+            self.requests.append(line)
+            ranged = b"\r\nrange:" in head.lower()
+            if ranged:
+                self.ranged.append(line)
+            first = fields[:2] == ["GET", self.drop_path] and not self.dropped
+            if first and not ranged:
+                self.dropped += 1
+                armed.set()

@@ -240,6 +240,8 @@ def test_service_failure_is_logged_and_keeps_config(
     assert len(failed) == 1
     assert failed[0]["PRIORITY"] == "3"
     assert failed[0]["MESSAGE"].startswith("Install failed: Error: install failed")
+    # The record names why (read on its own in `journalctl`), not only "install failed".
+    assert failed[0]["MESSAGE"].count("Error: ") >= 2, failed[0]["MESSAGE"]
     assert (conf / "0000-test.yaml").read_bytes() == before
     # The write phase failed: the disk carries a fresh, empty partition table.
     proc = subprocess.run(["sfdisk", "-J", disk], capture_output=True, check=True)
