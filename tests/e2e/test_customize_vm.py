@@ -11,6 +11,9 @@ the installer.d files it wrote.
   TFTP + iPXE from the mirror.
 - customize-live-only: `iso customize --live-ignition` only: the live config runs,
   nothing is installed, the VM powers off.
+
+The scenarios run two at a time (one TCG guest per host core), started together on
+first use; each test waits for its own and reports its own time.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +135,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> It
     web_root.mkdir()
     copy_tree({"metal.raw.gz": metal.path, "metal.raw.gz.sig": metal.sig}, web_root)
     inputs = _inputs(tmp / "inputs", signing_key)
+    live.live_iso_copy(k, tmp / "warm.iso").unlink()  # build the cached media before threads
     with Nginx(web_root, tmp / "nginx") as web:
         yield Env(k, tmp, web_root, web, metal, inputs)
 
@@ -179,8 +185,7 @@ def assert_customized_install(env: Env, b: Boot, disk: Path, w: Path) -> None:
     )
 
 
-@pytest.mark.scenario("customize-iso")
-def test_customize_iso(env: Env) -> None:
+def customize_iso(env: Env) -> None:
     w = env.workdir("customize-iso")
     iso = live.live_iso_copy(env.k, w / "live.iso")
     cli("iso", "customize", *install_options(env.inputs), "--live-karg-append", LIVE_KARG, iso)
@@ -196,8 +201,7 @@ def test_customize_iso(env: Env) -> None:
     assert_customized_install(env, b, disk, w)
 
 
-@pytest.mark.scenario("customize-pxe")
-def test_customize_pxe(env: Env) -> None:
+def customize_pxe(env: Env) -> None:
     w = env.workdir("customize-pxe")
     iso = live.live_iso_copy(env.k, w / "live.iso")
     pxe_dir = env.web_root / "customize-pxe"
@@ -224,8 +228,7 @@ def test_customize_pxe(env: Env) -> None:
     assert_customized_install(env, b, disk, w)
 
 
-@pytest.mark.scenario("customize-live-only")
-def test_customize_live_only(env: Env) -> None:
+def customize_live_only(env: Env) -> None:
     w = env.workdir("customize-live-only")
     unit = (
         "[Unit]\nDescription=e2e: live config applied, power off\n"
@@ -250,3 +253,44 @@ def test_customize_live_only(env: Env) -> None:
     assert "reboot: Power down" in log, log[-5000:]
     with disk.open("rb") as f:
         assert not any(f.read(1 << 20)), "the disk was written"
+
+
+SCENARIOS: dict[str, Callable[[Env], None]] = {
+    "customize-iso": customize_iso,
+    "customize-pxe": customize_pxe,
+    "customize-live-only": customize_live_only,
+}
+
+
+def _timed(fn: Callable[[Env], None], env: Env) -> float:
+    t = time.monotonic()
+    fn(env)
+    return time.monotonic() - t
+
+
+@pytest.fixture(scope="module")
+def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[dict[str, Future[float]]]:
+    """The selected scenarios, two at a time, all submitted on first use."""
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is not None
+        and item.module.__name__ == __name__
+        and hasattr(item, "callspec")
+    }
+    pool = ThreadPoolExecutor(2, thread_name_prefix="customize")
+    futures = {n: pool.submit(_timed, fn, env) for n, fn in SCENARIOS.items() if n in selected}
+    yield futures
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.scenario(n), id=n) for n in SCENARIOS]
+)
+def test_scenario(
+    name: str, launched: dict[str, Future[float]], request: pytest.FixtureRequest
+) -> None:
+    seconds = launched[name].result()
+    # the scenario's own time (it shared the host with one other VM)
+    request.node.user_properties.append(("scenario_seconds", seconds))
