@@ -51,7 +51,7 @@ from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
-VM_TIMEOUT = 600  # TCG on a shared 2-core host: generous
+VM_TIMEOUT = 1200  # TCG, two guests on a 2-core host that may be loaded: generous
 KEY_PATH = "/etc/nestos-e2e/key.asc"
 # The scripts print markers built at run time, so the text only appears when they run.
 PRE = '#!/bin/sh\necho "E2E-HOOK-$((40 + 2))-PRE ran before the install"\n'
