@@ -137,9 +137,8 @@ def download_artifact(src: ImageSource, opts: Options) -> Path:
         fd, tmp = _temp_in(opts.directory)
         temps.append(tmp)
         try:
-            binary = reader.binary()
-            decoded = open_decompressed(binary) if target is not None else None
-            with contextlib.closing(decoded if decoded is not None else binary):
+            decoded = open_decompressed(reader) if target is not None else None
+            with contextlib.closing(decoded if decoded is not None else reader):
                 try:
                     if decoded is None:
                         reader.copy_into(fd)

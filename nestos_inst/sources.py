@@ -10,12 +10,11 @@ Decompression comes after, in the caller (nestos_inst.io.compress.open_decompres
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import NestosError, VerifyError, chain, describe
@@ -78,13 +77,10 @@ class KernelMove(Protocol):
 class ImageReader(Protocol):
     """What install streams an image through (open_verified(), or a counting reader
     for trusted sources): the bytes as served, finish() after EOF to complete the
-    checks, close() always."""
+    checks, close() always. It is an io `Source`, so the decompress stage
+    (open_decompressed) reads it as it is."""
 
     def read(self, size: int = -1, /) -> bytes: ...
-
-    def binary(self) -> BinaryIO:
-        """This reader as the BinaryIO the decompressor stage takes."""
-        ...
 
     def finish(self) -> None: ...
 
@@ -283,7 +279,7 @@ def stream_sources(  # noqa: PLR0917 - the shared interface takes them positiona
     ]
 
 
-class VerifiedReader(io.RawIOBase):
+class VerifiedReader:
     """The source's bytes, fed on the fly to GPG, sha256 and progress.
 
     Read it to the end, then call finish(): it drains anything left (so GPG always
@@ -300,7 +296,6 @@ class VerifiedReader(io.RawIOBase):
         progress: Progress | None,
         name: str = "image",
     ) -> None:
-        super().__init__()
         self._raw = raw
         self._verifier = verifier
         self._want_sha = sha256
@@ -310,15 +305,9 @@ class VerifiedReader(io.RawIOBase):
         self._eof = False
         self.result: VerifyResult | None = None
         self.bytes_read = 0
+        self.closed = False
 
-    def readable(self) -> bool:
-        return True
-
-    def binary(self) -> BinaryIO:
-        """This reader typed as BinaryIO, for stages such as open_decompressed()."""
-        return cast(BinaryIO, self)
-
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1, /) -> bytes:
         if size is None or size < 0:
             parts = []
             while chunk := self.read(READ_SIZE):
@@ -333,7 +322,7 @@ class VerifiedReader(io.RawIOBase):
         self._account(data)
         return data
 
-    def read1(self, size: int = -1) -> bytes:
+    def read1(self, size: int = -1, /) -> bytes:
         """Whatever one read of the source gives (no re-assembly copy): for copy_to_fd."""
         if size < 0:
             size = READ_SIZE
@@ -345,11 +334,6 @@ class VerifiedReader(io.RawIOBase):
             return b""
         self._account(data)
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
     def copy_into(self, fd: int) -> None:
         """Write the rest of the source to `fd` (sequentially, at its file position).
@@ -419,20 +403,30 @@ class VerifiedReader(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
+        self.closed = True
         try:
             if self._verifier is not None:
                 self._verifier.close()
         finally:
-            try:
-                self._raw.close()
-            finally:
-                super().close()
+            self._raw.close()
+
+    def __enter__(self) -> VerifiedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Digest(Protocol):
+    """What _PipeHash feeds: a hashlib object."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
 
 class _PipeHash:
     """A thread hashing whatever arrives on a pipe (a tap of Fanout)."""
 
-    def __init__(self, digest: Any) -> None:
+    def __init__(self, digest: Digest) -> None:
         self._digest = digest
         r, self.tap = os.pipe()
         self._source = os.fdopen(r, "rb", buffering=0)

@@ -15,7 +15,6 @@ import io
 import lzma
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import BinaryIO
 
 from ..errors import FormatError
 from ..io.compress import Decoder, decoder_for, sniff
@@ -55,7 +54,7 @@ def _check_trailing(decoder: Decoder) -> None:
 
 
 def iter_initrd(
-    stream: Source | BinaryIO,
+    stream: Source,
     patterns: Sequence[str] | None = None,
     *,
     tee: Callable[[bytes], object] | None = None,
@@ -86,13 +85,13 @@ def iter_initrd(
         inp.skip_zeros()
 
 
-def list_initrd(stream: Source | BinaryIO, patterns: Sequence[str] | None = None) -> list[str]:
+def list_initrd(stream: Source, patterns: Sequence[str] | None = None) -> list[str]:
     """Sorted paths of the regular-file members (memory independent of member sizes)."""
     return sorted({m.name for m in iter_initrd(stream, patterns)})
 
 
 def stage_initrd(
-    stream: Source | BinaryIO,
+    stream: Source,
     patterns: Sequence[str] | None,
     directory: str,
     *,
@@ -124,7 +123,7 @@ def stage_initrd(
 
 
 def read_initrd_stream(
-    stream: Source | BinaryIO,
+    stream: Source,
     patterns: Sequence[str] | None = None,
     *,
     tee: Callable[[bytes], object] | None = None,

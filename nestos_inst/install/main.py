@@ -14,7 +14,6 @@ like a disk, and /boot is edited through a loop device attached for that step on
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import stat
@@ -22,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING
 
 from ..errors import FormatError, NestosError, context, format_chain, signals_deferred
 from ..io.files import KEYRING_LIMIT, read_limited
@@ -392,7 +391,7 @@ def execute(plan: Plan) -> None:
         sector_size = ss_for_table
         try:
             result = write_image(
-                reader.binary(),
+                reader,
                 fd,
                 # An empty image file has no room for a placeholder table: zeros instead.
                 saved=saved if target.size else None,
@@ -414,29 +413,18 @@ def execute(plan: Plan) -> None:
     say("Install complete.")
 
 
-class _Counting(io.RawIOBase):
+class _Counting:
     """Progress for sources that need no verification (osmet); an ImageReader."""
 
     def __init__(self, raw: SourceStream, progress: Progress) -> None:
-        super().__init__()
         self._raw = raw
         self._progress = progress
+        self._closed = False
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int | None = -1) -> bytes:
-        data = self._raw.read(-1 if n is None else n)
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(size)
         self._progress.add(len(data))
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def binary(self) -> BinaryIO:
-        return cast(BinaryIO, self)
 
     def finish(self) -> None:
         while self.read(1 << 20):
@@ -444,9 +432,9 @@ class _Counting(io.RawIOBase):
         self._progress.finish()
 
     def close(self) -> None:
-        if not self.closed:
+        if not self._closed:
+            self._closed = True
             self._raw.close()
-        super().close()
 
 
 def _customize(plan: Plan, fd: int, sector_size: int) -> None:

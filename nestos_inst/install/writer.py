@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from ..disk.gpt import sniff_sector_size
 from ..errors import NestosError
@@ -21,6 +21,7 @@ from ..io.pipeline import copy_to_fd, pwrite_all, read_exact
 
 if TYPE_CHECKING:
     from ..disk.saved import SavedPartitions
+    from ..io.stream import Source
 
 MiB = 1 << 20
 
@@ -33,7 +34,7 @@ class WriteResult:
 
 
 def write_image(
-    source: BinaryIO,
+    source: Source,
     fd: int,
     *,
     saved: SavedPartitions | None,

@@ -10,8 +10,6 @@ io/decoders.py; multi-block xz is decoded on every core by io/xzpar.py.
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 from nestos_inst.errors import FormatError
 from nestos_inst.io.decoders import (
     Decoder,
@@ -76,7 +74,7 @@ def decoder_for(
 
 
 def open_decompressed(
-    src: Source | BinaryIO,
+    src: Source,
     *,
     concatenated: bool = False,
     memlimit: int | None = None,
@@ -91,8 +89,9 @@ def open_decompressed(
     Concatenated: the stream's end leaves any following bytes unread in `src` (an
     Input/PushbackReader takes them back, seekable sources are sought back).
 
-    The result is a Decoder: a Stream (read fills, read1 hands out decoded pieces
-    uncopied, finish, close); `.binary()` types it as a file object where one is wanted.
+    `src` is any Source: a file object, a VerifiedReader, another Decoder. The result
+    is a Decoder: a Stream (read fills, read1 hands out decoded pieces uncopied,
+    finish, close), itself a Source for the next stage.
     """
     from nestos_inst.io.heap import tune_heap
 
@@ -114,7 +113,7 @@ def open_decompressed(
     return decoder
 
 
-def passthrough(src: Source | BinaryIO) -> Decoder:
+def passthrough(src: Source) -> Decoder:
     """The bytes of `src` unchanged, behind the same Stream interface as a decoder (for
     writing an image that is already uncompressed, e.g. `install --no-decompress`)."""
     return RawDecoder(src if isinstance(src, Input) else Input(src), concatenated=False)

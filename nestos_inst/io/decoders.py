@@ -164,10 +164,6 @@ class Decoder:
         self.closed = True
         self._buf = b""
 
-    def binary(self) -> BinaryIO:
-        """This stream typed as a file object, for APIs that want one."""
-        return cast("BinaryIO", self)
-
     def __enter__(self) -> Decoder:
         return self
 

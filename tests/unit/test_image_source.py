@@ -80,7 +80,7 @@ def test_file_source_verifies(
     progress = Progress("disk", None)
     reader = open_verified(src, insecure=False, keyrings=[signing_key.public], progress=progress)
     with reader:
-        out = open_decompressed(reader.binary()).read()
+        out = open_decompressed(reader).read()
         reader.finish()
     assert out == bytes(range(256)) * 8192
     assert src.length == image.stat().st_size
@@ -185,11 +185,11 @@ def test_upstream_signature_checks(upstream: Path, tmp_path: Path, name: str) ->
         reader = open_verified(FileSource(path), insecure=False, keyrings=[key])
         with reader:
             if ok:
-                assert open_decompressed(reader.binary()).read() == bytes(1 << 20)
+                assert open_decompressed(reader).read() == bytes(1 << 20)
                 reader.finish()
             else:
                 with pytest.raises(NestosError):
-                    open_decompressed(reader.binary()).read()
+                    open_decompressed(reader).read()
                     reader.finish()
 
 
