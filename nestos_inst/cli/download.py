@@ -85,44 +85,86 @@ def cmd_list_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_base_url(p: argparse.ArgumentParser) -> None:
+    explain(
+        p.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata"),
+        "Fetch the stream metadata, STREAM.json, relative to URL (a mirror, say; end URL "
+        "with / to keep its last path segment) instead of from the profile's stream server "
+        "(NestOS's, or Fedora CoreOS's with --profile coreos). Only http and https URLs "
+        "work.",
+    )
+
+
 def register(reg: Registry) -> None:
     """Register this module's working commands."""
     p = reg.command("download", "Download a NestOS image", cmd_download)
-    p.add_argument(
-        "-s",
-        "--stream",
-        default=DEFAULT.default_stream,
-        metavar="NAME",
-        help="NestOS stream [default: %(default)s]",
+    explain(
+        p.add_argument(
+            "-s",
+            "--stream",
+            default=DEFAULT.default_stream,
+            metavar="NAME",
+            help="NestOS stream [default: %(default)s]",
+        ),
+        "The stream to take the image from (stable, testing...). Its metadata is "
+        "fetched from the stream base URL and names the newest build's artifacts.\n\n"
+        "[default: %(default)s]",
     )
-    p.add_argument(
-        "-a",
-        "--architecture",
-        default=os.uname().machine,
-        metavar="NAME",
-        help="Target CPU architecture [default: %(default)s]",
+    explain(
+        p.add_argument(
+            "-a",
+            "--architecture",
+            default=os.uname().machine,
+            metavar="NAME",
+            help="Target CPU architecture [default: %(default)s]",
+        ),
+        "CPU architecture of the image (x86_64, aarch64...), as the stream metadata names "
+        "it. Defaults to the architecture of the running machine.\n\n"
+        "[default: %(default)s]",
     )
-    p.add_argument(
-        "-p",
-        "--platform",
-        default="metal",
-        metavar="NAME",
-        help="NestOS platform name [default: %(default)s]",
+    explain(
+        p.add_argument(
+            "-p",
+            "--platform",
+            default="metal",
+            metavar="NAME",
+            help="NestOS platform name [default: %(default)s]",
+        ),
+        "Platform of the image (metal, qemu, openstack...), as the stream metadata names "
+        "it; list-stream shows the combinations a stream offers.\n\n"
+        "[default: %(default)s]",
     )
-    p.add_argument(
-        "-f",
-        "--format",
-        default="raw.xz",
-        metavar="NAME",
-        help="Image format [default: %(default)s]",
+    explain(
+        p.add_argument(
+            "-f",
+            "--format",
+            default="raw.xz",
+            metavar="NAME",
+            help="Image format [default: %(default)s]",
+        ),
+        "Format of the image (raw.xz, iso, pxe, qcow2.xz...), as the stream metadata names "
+        "it. A format made of several files (pxe: kernel, initramfs, rootfs) downloads "
+        "each of them.\n\n[default: %(default)s]",
     )
-    p.add_argument("-u", "--image-url", metavar="URL", help="Manually specify the image URL")
-    p.add_argument(
-        "-C",
-        "--directory",
-        default=".",
-        metavar="PATH",
-        help="Destination directory [default: %(default)s]",
+    explain(
+        p.add_argument("-u", "--image-url", metavar="URL", help="Manually specify the image URL"),
+        "Download this URL instead of looking the image up in a stream (--stream, "
+        "--architecture, --platform and --format are then unused). Its signature is "
+        "fetched from the same URL with .sig appended and must verify unless --insecure "
+        "is given.",
+    )
+    explain(
+        p.add_argument(
+            "-C",
+            "--directory",
+            default=".",
+            metavar="PATH",
+            help="Destination directory [default: %(default)s]",
+        ),
+        "Directory to save the files in; each saved path is printed on stdout. A file "
+        "already there is reused only when its .sig equals the published signature and "
+        "it verifies; otherwise it is replaced once the new download has verified.\n\n"
+        "[default: %(default)s]",
     )
     explain(
         p.add_argument("-d", "--decompress", action="store_true", help="Decompress image"),
@@ -149,7 +191,7 @@ def register(reg: Registry) -> None:
         "(PREFIX/share/nestos-installer/keys.d/ and /etc/nestos-installer/keys.d/). "
         "Repeatable.",
     )
-    p.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
+    _stream_base_url(p)
     explain(
         p.add_argument(
             "--fetch-retries",
@@ -163,22 +205,34 @@ def register(reg: Registry) -> None:
         "gives up. A transfer that breaks in the middle resumes where it stopped.\n\n"
         "[default: 0]",
     )
-    p.add_argument(
-        "--fetch-timeout",
-        type=timeout_arg,
-        metavar="SECS",
-        help="Seconds to wait for a connection or for more data [default: 300]",
+    explain(
+        p.add_argument(
+            "--fetch-timeout",
+            type=timeout_arg,
+            metavar="SECS",
+            help="Seconds to wait for a connection or for more data [default: 300]",
+        ),
+        "How long to wait for a server to accept the connection, and then for each further "
+        "piece of data, before the fetch counts as failed (and is retried if "
+        "--fetch-retries allows).\n\n[default: 300]",
     )
     add_profile_option(p)
 
     ls = reg.command("list-stream", "List available images in a NestOS stream", cmd_list_stream)
-    ls.add_argument(
-        "-s",
-        "--stream",
-        default=DEFAULT.default_stream,
-        metavar="NAME",
-        help="NestOS stream [default: %(default)s]",
+    explain(
+        ls.add_argument(
+            "-s",
+            "--stream",
+            default=DEFAULT.default_stream,
+            metavar="NAME",
+            help="NestOS stream [default: %(default)s]",
+        ),
+        "The stream whose newest build to list (stable, testing...).\n\n[default: %(default)s]",
     )
-    ls.add_argument("--stream-base-url", metavar="URL", help="Base URL for stream metadata")
-    ls.add_argument("--json", action="store_true", help="Print the rows as JSON")
+    _stream_base_url(ls)
+    explain(
+        ls.add_argument("--json", action="store_true", help="Print the rows as JSON"),
+        "Print the rows as a JSON list of objects with architecture, platform and format "
+        "keys instead of a table, for scripts.",
+    )
     add_profile_option(ls)

@@ -52,13 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every install option from the table, plus -c/--config-file."""
     from ..install.options import OPTIONS, groups
 
-    parser.add_argument(
-        "-c",
-        "--config-file",
-        action="append",
-        metavar="PATH",
-        default=[],
-        help="YAML config file with install options (repeatable)",
+    explain(
+        parser.add_argument(
+            "-c",
+            "--config-file",
+            action="append",
+            metavar="PATH",
+            default=[],
+            help="YAML config file with install options (repeatable)",
+        ),
+        "Read install options from a YAML file whose keys are the long option names "
+        "without the dashes (image-url: ..., append-karg: [...]; see pack example-config). "
+        "Repeatable: lists accumulate across the files and then the command line, while for "
+        "single values later files override earlier ones and the command line overrides "
+        "them all. The merged options are printed (Running with arguments: ...) before the "
+        "install. DEST_DEVICE may come from a file.",
     )
     advanced = parser.add_argument_group("Advanced Options")
     exclusive = {name: parser.add_mutually_exclusive_group() for name in groups()}
@@ -84,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add(target: Any, opt: Option) -> None:
-    names = [n for n in (opt.short, opt.flag) if n] + list(opt.aliases)
+    names = [n for n in (opt.short, opt.flag) if n]
     kwargs: dict[str, Any] = {
         "dest": opt.field,
         "default": argparse.SUPPRESS,
@@ -98,14 +106,17 @@ def _add(target: Any, opt: Option) -> None:
         if opt.value.usage_error:
             kwargs["type"] = _arg_type(opt)
     explain(target.add_argument(*names, **kwargs), _long_help(opt))
+    # Aliases are accepted but never shown (upstream's hidden clap aliases): each is an
+    # option of its own with the same destination, in the same exclusive group, so
+    # `--ignition X` works and conflicts like `--ignition-file X` does.
+    for alias in opt.aliases:
+        target.add_argument(alias, **{**kwargs, "help": argparse.SUPPRESS})
 
 
 def _long_help(opt: Option) -> str:
     """--help's paragraph: the option's doc, then its default as -h would show it."""
     text = opt.doc or opt.help
-    shown = opt.shown_default or (
-        "" if opt.default in (None, False, (), "") else str(opt.default)
-    )
+    shown = opt.shown_default or ("" if opt.default in (None, False, (), "") else str(opt.default))
     quoted = re.search(r"`([^`]*)`", shown)  # the docs' form: "— (`stable`)"
     if quoted:
         shown = quoted.group(1)

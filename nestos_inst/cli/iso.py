@@ -17,6 +17,7 @@ from ..io.files import IGNITION_LIMIT, KEYFILE_LIMIT, read_limited
 from ..media import iso as media
 from ..report import say
 from .common import binary_stdout, restore_sigpipe
+from .help import explain
 from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
 if TYPE_CHECKING:
@@ -186,13 +187,62 @@ def cmd_dev_show_iso(args: argparse.Namespace) -> None:
 
 # ---- registration -----------------------------------------------------------------------
 
+OUTPUT_DOC = (
+    "Write the result to PATH, a new file, instead of changing ISO in place. The image is "
+    "copied (reflinked or with holes kept where the filesystem allows) into a private "
+    "temporary file beside PATH, patched, and only then linked to PATH; an existing PATH "
+    "is refused (File exists) and a failure leaves nothing behind.\n\n"
+    "With - the image is streamed to stdout instead, which is refused when stdout is a "
+    "terminal. Without -o only the changed areas of ISO are rewritten, which is fast even "
+    "for a multi-GiB image. All three forms produce the same bytes."
+)
+ISO_DOC_MODIFY = (
+    "The live ISO image to change (in place unless -o is given). A block device holding "
+    "the image, such as a USB stick it was written to, works too. NestOS and CoreOS "
+    "layouts are both recognized; nothing is written unless every area of the image "
+    "checks out."
+)
+ISO_DOC_READ = (
+    "The live ISO image to read (never modified). A block device holding the image works "
+    "too; NestOS and CoreOS layouts are both recognized."
+)
+KARG_ORDER = (
+    "Whatever the order on the command line, deletions are applied first, then appends, "
+    "then replacements. The result must fit the image's fixed-size karg slots (typically "
+    "1139 bytes), else nothing is written (kargs too large for area)."
+)
 
-def _output(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
-    p.add_argument("-o", "--output", metavar=metavar, help=OUTPUT_HELP)
+
+def _output(p: argparse.ArgumentParser) -> None:
+    explain(p.add_argument("-o", "--output", metavar="PATH", help=OUTPUT_HELP), OUTPUT_DOC)
 
 
-def _iso(p: argparse.ArgumentParser) -> None:
-    p.add_argument("iso", metavar="ISO", help=ISO_HELP)
+def _iso(p: argparse.ArgumentParser, *, modifies: bool = True) -> None:
+    explain(
+        p.add_argument("iso", metavar="ISO", help=ISO_HELP),
+        ISO_DOC_MODIFY if modifies else ISO_DOC_READ,
+    )
+
+
+def _ignition_config_option(p: argparse.ArgumentParser, *flags: str) -> None:
+    explain(
+        p.add_argument(*flags, metavar="PATH", help="Ignition config to embed [default: stdin]"),
+        "The Ignition config to embed, stored as given (it is not validated) as config.ign "
+        "in the image's embed area, where the live system's Ignition finds it at boot. "
+        "Without this option the config is read from stdin. A config that does not fit "
+        "the embed area even compressed is refused before anything is written "
+        "(Compressed initramfs is too large).\n\n[default: stdin]",
+    )
+
+
+def _ignition_force_option(p: argparse.ArgumentParser, help: str) -> None:
+    explain(
+        p.add_argument("-f", "--force", action="store_true", help=help),
+        "Replace an Ignition config the image already carries. Without it such an image is "
+        "refused (This ISO image already has an embedded Ignition config; use -f to "
+        "force.) and left as it was. Network keyfiles embedded next to the config are kept "
+        "either way.",
+    )
 
 
 def register(reg: Registry) -> None:
@@ -200,12 +250,8 @@ def register(reg: Registry) -> None:
     p = reg.command(
         "iso ignition embed", "Embed an Ignition config in an ISO image", cmd_ignition_embed
     )
-    p.add_argument(
-        "-f", "--force", action="store_true", help="Overwrite an existing Ignition config"
-    )
-    p.add_argument(
-        "-i", "--ignition-file", metavar="PATH", help="Ignition config to embed [default: stdin]"
-    )
+    _ignition_force_option(p, "Overwrite an existing Ignition config")
+    _ignition_config_option(p, "-i", "--ignition-file")
     _output(p)
     _iso(p)
 
@@ -214,7 +260,7 @@ def register(reg: Registry) -> None:
         "Show the embedded Ignition config from an ISO image",
         cmd_ignition_show,
     )
-    _iso(p)
+    _iso(p, modifies=False)
 
     p = reg.command(
         "iso ignition remove",
@@ -227,8 +273,23 @@ def register(reg: Registry) -> None:
     p = reg.command(
         "iso network embed", "Embed network settings in an ISO image", cmd_network_embed
     )
-    add_keyfile_option(p)
-    p.add_argument("-f", "--force", action="store_true", help="Overwrite existing network settings")
+    add_keyfile_option(
+        p,
+        "A NetworkManager keyfile (NAME.nmconnection) for the live system; repeat the option "
+        "for several. Each is stored under its file name in etc/nestos-firstboot-network/ "
+        "(etc/coreos-firstboot-network/ on CoreOS media) in the embed area, from where the "
+        "live initramfs hands it to NetworkManager; install --copy-network on the live "
+        "system carries it on to the installed system. Two files with the same name are "
+        "refused, and the image must announce the live-initrd-network feature.",
+    )
+    explain(
+        p.add_argument(
+            "-f", "--force", action="store_true", help="Overwrite existing network settings"
+        ),
+        "Replace the keyfiles the image already carries: all of them are dropped before the "
+        "new ones are added. Without it such an image is refused. An embedded Ignition "
+        "config is kept either way.",
+    )
     _output(p)
     _iso(p)
 
@@ -238,7 +299,7 @@ def register(reg: Registry) -> None:
         cmd_network_extract,
     )
     add_directory_option(p)
-    _iso(p)
+    _iso(p, modifies=False)
 
     p = reg.command(
         "iso network remove",
@@ -249,31 +310,49 @@ def register(reg: Registry) -> None:
     _iso(p)
 
     p = reg.command("iso kargs modify", "Modify kernel args in an ISO image", cmd_kargs_modify)
-    p.add_argument(
-        "-a", "--append", metavar="KARG", action="append", help="Kernel argument to append"
+    explain(
+        p.add_argument(
+            "-a", "--append", metavar="KARG", action="append", help="Kernel argument to append"
+        ),
+        "Add this argument at the end of the live kernel command line (the current "
+        "arguments, not the defaults). Repeatable. Arguments may not contain control "
+        "characters and must be UTF-8.\n\n" + KARG_ORDER,
     )
-    p.add_argument(
-        "-d", "--delete", metavar="KARG", action="append", help="Kernel argument to delete"
+    explain(
+        p.add_argument(
+            "-d", "--delete", metavar="KARG", action="append", help="Kernel argument to delete"
+        ),
+        "Remove every occurrence of this argument, matched as a whole word exactly as "
+        "written (quiet removes quiet, not quiet=1). Repeatable.\n\n" + KARG_ORDER,
     )
-    p.add_argument(
-        "-r",
-        "--replace",
-        metavar="KARG=OLDVAL=NEWVAL",
-        action="append",
-        help="Kernel argument to replace",
+    explain(
+        p.add_argument(
+            "-r",
+            "--replace",
+            metavar="KARG=OLDVAL=NEWVAL",
+            action="append",
+            help="Kernel argument to replace",
+        ),
+        "Change the value of an argument: KARG=OLDVAL becomes KARG=NEWVAL, e.g. "
+        "ignition.platform.id=metal=qemu. Repeatable; anything not of the form "
+        "KEY=OLD=NEW is refused.\n\n" + KARG_ORDER,
     )
-    _output(p, "PATH")
+    _output(p)
     _iso(p)
 
     p = reg.command(
         "iso kargs reset", "Reset kernel args in an ISO image to defaults", cmd_kargs_reset
     )
-    _output(p, "PATH")
+    _output(p)
     _iso(p)
 
     p = reg.command("iso kargs show", "Show kernel args from an ISO image", cmd_kargs_show)
-    p.add_argument("-d", "--default", action="store_true", help="Show default kernel args")
-    _iso(p)
+    explain(
+        p.add_argument("-d", "--default", action="store_true", help="Show default kernel args"),
+        "Print the kernel arguments the image was built with (what iso kargs reset "
+        "restores) instead of the current ones.",
+    )
+    _iso(p, modifies=False)
 
     from .iso_extract import register as register_extract  # imports this module
 
@@ -284,22 +363,15 @@ def register(reg: Registry) -> None:
     _iso(p)
 
     p = reg.command("iso embed", "Embed an Ignition config in an ISO image", cmd_embed, hidden=True)
-    p.add_argument(
-        "-c", "--config", metavar="PATH", help="Ignition config to embed [default: stdin]"
-    )
-    p.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Overwrite an existing embedded Ignition config",
-    )
+    _ignition_config_option(p, "-c", "--config")
+    _ignition_force_option(p, "Overwrite an existing embedded Ignition config")
     _output(p)
     _iso(p)
 
     p = reg.command(
         "iso show", "Show the embedded Ignition config from an ISO image", cmd_show, hidden=True
     )
-    _iso(p)
+    _iso(p, modifies=False)
 
     p = reg.command(
         "iso remove",
@@ -312,8 +384,17 @@ def register(reg: Registry) -> None:
 
     p = reg.command("dev show iso", "Inspect a live ISO image", cmd_dev_show_iso, hidden=True)
     which = p.add_mutually_exclusive_group()
-    which.add_argument(
-        "--ignition", action="store_true", help="Show Ignition embed area parameters"
+    explain(
+        which.add_argument(
+            "--ignition", action="store_true", help="Show Ignition embed area parameters"
+        ),
+        "Print the offset and length of the initrd embed area (where the Ignition config "
+        "and network keyfiles go) as JSON, instead of the volume descriptors and file list.",
     )
-    which.add_argument("--kargs", action="store_true", help="Show kargs embed area parameters")
-    _iso(p)
+    explain(
+        which.add_argument("--kargs", action="store_true", help="Show kargs embed area parameters"),
+        "Print the karg slots as JSON: their common length, the default kernel arguments "
+        "and each slot's offset (with its pad and end characters where the image sets "
+        "them); null when the image has none.",
+    )
+    _iso(p, modifies=False)

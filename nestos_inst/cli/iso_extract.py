@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..media import extract
 from .common import binary_stdout
+from .help import explain
 
 if TYPE_CHECKING:
     from . import Registry
@@ -44,29 +45,63 @@ def cmd_pack_minimal_iso(args: argparse.Namespace) -> None:
 
 def register(reg: Registry) -> None:
     p = reg.command("iso extract pxe", "Extract PXE files from an ISO image", cmd_extract_pxe)
-    p.add_argument(
-        "-o",
-        "--output-dir",
-        metavar="PATH",
-        default=".",
-        help="Output directory [default: .]",
+    explain(
+        p.add_argument(
+            "-o",
+            "--output-dir",
+            metavar="PATH",
+            default=".",
+            help="Output directory [default: .]",
+        ),
+        "Directory to write the PXE files to, created if needed. Every file of "
+        "/images/pxeboot in the ISO (kernel, initramfs, rootfs) becomes "
+        "PATH/<ISO name without extension>-<file name>, and each path is printed. Existing "
+        "files are never overwritten (File exists).\n\n[default: .]",
     )
-    p.add_argument("iso", metavar="ISO", help="ISO image")
+    explain(
+        p.add_argument("iso", metavar="ISO", help="ISO image"),
+        "The live ISO image to copy the PXE files from (never modified).",
+    )
 
     p = reg.command(
         "iso extract minimal-iso",
         "Extract a minimal ISO from a live ISO image",
         cmd_extract_minimal_iso,
     )
-    p.add_argument("--output-rootfs", metavar="PATH", help="Extract rootfs image as well")
-    p.add_argument("--rootfs-url", metavar="URL", help="Inject rootfs URL karg into minimal ISO")
-    p.add_argument("iso", metavar="ISO", help="ISO image")
-    p.add_argument(
-        "output_iso",
-        metavar="OUTPUT_ISO",
-        nargs="?",
-        default="-",
-        help="Minimal ISO output file [default: -]",
+    explain(
+        p.add_argument("--output-rootfs", metavar="PATH", help="Extract rootfs image as well"),
+        "Also save the live root filesystem image (/images/pxeboot/rootfs.img) to PATH: "
+        "the file to serve at the --rootfs-url the minimal ISO boots from. PATH must not "
+        "exist yet, and a failed run leaves no partial file behind.",
+    )
+    explain(
+        p.add_argument(
+            "--rootfs-url", metavar="URL", help="Inject rootfs URL karg into minimal ISO"
+        ),
+        "Add nestos.live.rootfs_url=URL (coreos.live.rootfs_url= on CoreOS media) to the "
+        "minimal ISO's current kernel arguments, so that its live system fetches the root "
+        "filesystem from URL. The default kernel arguments (what iso kargs reset restores) "
+        "stay without it. The URL may not contain whitespace.",
+    )
+    explain(
+        p.add_argument("iso", metavar="ISO", help="ISO image"),
+        "The live ISO image carrying the minimal ISO (NESTOS/MINISO.DAT, or COREOS/ on "
+        "CoreOS media). It must be pristine: an embedded Ignition config or changed kernel "
+        "arguments are refused, so run iso reset on it (or on a copy) first. It is never "
+        "modified.",
+    )
+    explain(
+        p.add_argument(
+            "output_iso",
+            metavar="OUTPUT_ISO",
+            nargs="?",
+            default="-",
+            help="Minimal ISO output file [default: -]",
+        ),
+        "Where to write the minimal ISO; - streams it to stdout (refused when stdout is a "
+        "terminal). The image is rebuilt in a private temporary file, checked against the "
+        "SHA-256 recorded when the live ISO was built, and only then appears under its "
+        "name; an existing file is never overwritten.\n\n[default: -]",
     )
 
     p = reg.command(
@@ -75,6 +110,21 @@ def register(reg: Registry) -> None:
         cmd_pack_minimal_iso,
         hidden=True,
     )
-    p.add_argument("full_iso", metavar="FULL_ISO", help="ISO image")
-    p.add_argument("minimal_iso", metavar="MINIMAL_ISO", help="Minimal ISO image")
-    p.add_argument("--consume", action="store_true", help="Delete minimal ISO after packing")
+    explain(
+        p.add_argument("full_iso", metavar="FULL_ISO", help="ISO image"),
+        "The live ISO to pack the minimal ISO into. Its existing MINISO.DAT file is "
+        "rewritten in place (the packed data must fit; the rest is zeroed); nothing else "
+        "in the image changes.",
+    )
+    explain(
+        p.add_argument("minimal_iso", metavar="MINIMAL_ISO", help="Minimal ISO image"),
+        "The minimal ISO built from the same tree. Files it shares with FULL_ISO (same "
+        "path and length) are stored as references, everything else xz-compressed. The "
+        "packed data is unpacked again and must reproduce this file's SHA-256 before "
+        "FULL_ISO is touched.",
+    )
+    explain(
+        p.add_argument("--consume", action="store_true", help="Delete minimal ISO after packing"),
+        "Delete MINIMAL_ISO once it has been packed successfully, for build pipelines that "
+        "have no further use for it.",
+    )

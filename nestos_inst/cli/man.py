@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from .help import invocation, long_text
+from .help import explain, invocation, long_text
 
 if TYPE_CHECKING:
     from . import Entry, Registry
@@ -72,7 +72,8 @@ class _Capture(argparse.HelpFormatter):
         super().add_argument(action)
 
 
-def _sections(parser: argparse.ArgumentParser) -> list[Section]:
+def help_sections(parser: argparse.ArgumentParser) -> list[Section]:
+    """The option sections `parser`'s help shows, each with its visible actions."""
     sink: list[Section] = []
 
     def factory(prog: str) -> argparse.HelpFormatter:
@@ -114,7 +115,7 @@ def _page(path: str, summary: str, parser: argparse.ArgumentParser, visible: lis
             ln[len("usage: ") :] if ln.startswith(" ") else ln for ln in wrapped.split("\n")
         ),
         description=(parser.description or "").strip(),
-        sections=_sections(parser),
+        sections=help_sections(parser),
         commands=children,
     )
 
@@ -234,8 +235,13 @@ def render_markdown(reg: Registry) -> str:
 
 def register(reg: Registry) -> None:
     p = reg.command("pack man", "Generate man pages", _man_cmd(reg), hidden=True)
-    p.add_argument(
-        "-C", "--directory", metavar="PATH", default=".", help="Output directory [default: .]"
+    explain(
+        p.add_argument(
+            "-C", "--directory", metavar="PATH", default=".", help="Output directory [default: .]"
+        ),
+        "Directory to write the man pages to, created if needed: nestos-installer.8 and "
+        "one page per visible command (nestos-installer-iso-kargs-show.8, ...). Existing "
+        "pages are replaced.\n\n[default: .]",
     )
     reg.command(
         "pack commands-reference",

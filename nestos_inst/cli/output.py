@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import BinaryIO
 
 from ..io.files import SECRET_MODE, Created, create_new, refuse_existing
+from .help import explain
 
 
 def print_path(path: str) -> None:
@@ -56,20 +57,29 @@ def write_keyfiles(members: Mapping[str, bytes], directory: str | None) -> None:
         print_path(path)
 
 
-def add_keyfile_option(p: argparse.ArgumentParser) -> None:
-    """`-k/--keyfile` of the network embed/wrap commands."""
-    p.add_argument(
-        "-k",
-        "--keyfile",
-        metavar="PATH",
-        action="append",
-        required=True,
-        help="NetworkManager keyfile to embed",
+def add_keyfile_option(p: argparse.ArgumentParser, doc: str) -> None:
+    """`-k/--keyfile` of the network embed/wrap commands; `doc` says where they go."""
+    explain(
+        p.add_argument(
+            "-k",
+            "--keyfile",
+            metavar="PATH",
+            action="append",
+            required=True,
+            help="NetworkManager keyfile to embed",
+        ),
+        doc,
     )
 
 
 def add_directory_option(p: argparse.ArgumentParser) -> None:
     """`-C/--directory` of the network extract/unwrap commands."""
-    p.add_argument(
-        "-C", "--directory", metavar="PATH", help="Extract to directory instead of stdout"
+    explain(
+        p.add_argument(
+            "-C", "--directory", metavar="PATH", help="Extract to directory instead of stdout"
+        ),
+        "Write each keyfile to PATH/NAME and print the paths, instead of printing the "
+        "keyfiles themselves (each after a ########## NAME ########## line). PATH is "
+        "created if needed and the files get mode 0600, since keyfiles may hold secrets. "
+        "Existing files are never overwritten: if any target exists, nothing is written.",
     )

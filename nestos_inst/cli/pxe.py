@@ -39,6 +39,7 @@ from ..io.files import (
 )
 from ..profile import BY_NAME
 from .common import add_profile_option, binary_stdout, restore_sigpipe
+from .help import explain
 from .output import (
     add_directory_option,
     add_keyfile_option,
@@ -215,27 +216,71 @@ def _dev_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+WRAP_OUTPUT_DOC = (
+    "Write the archive to PATH instead of stdout. PATH is written through a temporary "
+    "file with mode 0600 (the contents may hold secrets) and replaced only once complete; "
+    "on failure an existing PATH is left as it was. Without -o the archive goes to "
+    "stdout, which is refused when stdout is a terminal."
+)
+READ_DOC = (
+    "The initrd to read, or - for stdin: any concatenation of cpio archives, each "
+    "uncompressed or compressed with gzip, xz or zstd, such as the live initramfs "
+    "followed by wrapped add-ons."
+)
+GLOB_DOC = (
+    "Shell-style patterns for the member paths to {what}; * also matches /, ? one "
+    "character, [a-z] a class, ** only as a whole path component. Without any pattern "
+    "every regular file is {what_past}."
+)
+
+
 def register(reg: Registry) -> None:
     """Register this module's working commands."""
     p = reg.command(
         "pxe ignition wrap", "Wrap an Ignition config in an initrd image", _ignition_wrap
     )
-    p.add_argument(
-        "-i", "--ignition-file", metavar="PATH", help="Ignition config to wrap [default: stdin]"
+    explain(
+        p.add_argument(
+            "-i",
+            "--ignition-file",
+            metavar="PATH",
+            help="Ignition config to wrap [default: stdin]",
+        ),
+        "The Ignition config to wrap, stored as given (it is not validated) as config.ign "
+        "in an xz-compressed cpio archive. List that archive after the live initramfs on "
+        "the PXE initrd line and the live system's Ignition finds the config at boot. "
+        "Without this option the config is read from stdin.\n\n[default: stdin]",
     )
-    p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout")
+    explain(
+        p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout"),
+        WRAP_OUTPUT_DOC,
+    )
 
     p = reg.command(
         "pxe ignition unwrap",
         "Show the wrapped Ignition config in an initrd image",
         _ignition_unwrap,
     )
-    p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]")
+    explain(
+        p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]"),
+        READ_DOC + " When several archives hold config.ign the last one wins, as in the "
+        "kernel.\n\n[default: stdin]",
+    )
 
     p = reg.command("pxe network wrap", "Wrap network settings in an initrd image", _network_wrap)
-    add_keyfile_option(p)
+    add_keyfile_option(
+        p,
+        "A NetworkManager keyfile (NAME.nmconnection) for the live system; repeat the option "
+        "for several. Each is stored as etc/nestos-firstboot-network/NAME "
+        "(etc/coreos-firstboot-network/NAME with --profile coreos) in an xz-compressed cpio "
+        "archive, from where the live initramfs hands it to NetworkManager. Two files with "
+        "the same name are refused.",
+    )
     add_profile_option(p)
-    p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout")
+    explain(
+        p.add_argument("-o", "--output", metavar="PATH", help="Write to a file instead of stdout"),
+        WRAP_OUTPUT_DOC,
+    )
 
     p = reg.command(
         "pxe network unwrap",
@@ -243,18 +288,45 @@ def register(reg: Registry) -> None:
         _network_unwrap,
     )
     add_directory_option(p)
-    p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]")
+    explain(
+        p.add_argument("initrd", metavar="INITRD", nargs="?", help="initrd image [default: stdin]"),
+        READ_DOC + " Keyfiles under etc/nestos-firstboot-network/ are used when there are "
+        "any, else those under etc/coreos-firstboot-network/.\n\n[default: stdin]",
+    )
 
     p = reg.command("dev show initrd", "Show contents of an initrd image", _dev_show, hidden=True)
-    p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin")
-    p.add_argument("globs", metavar="GLOB", nargs="*", help="Glob patterns of files to show")
+    explain(
+        p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin"), READ_DOC
+    )
+    explain(
+        p.add_argument("globs", metavar="GLOB", nargs="*", help="Glob patterns of files to show"),
+        GLOB_DOC.format(what="list", what_past="listed") + " Paths are printed sorted, one "
+        "per line.",
+    )
 
     p = reg.command(
         "dev extract initrd", "Extract contents of an initrd image", _dev_extract, hidden=True
     )
-    p.add_argument(
-        "-C", "--directory", metavar="PATH", default=".", help="Output directory [default: .]"
+    explain(
+        p.add_argument(
+            "-C", "--directory", metavar="PATH", default=".", help="Output directory [default: .]"
+        ),
+        "Directory to extract into, created if needed; each member lands at "
+        "PATH/<member path>, with its parent directories. Members with an absolute path or "
+        "a .. component are refused, and existing files are never overwritten; all "
+        "members are checked before the first file is written, and files get mode "
+        "0600.\n\n[default: .]",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="Print extracted paths")
-    p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin")
-    p.add_argument("globs", metavar="GLOB", nargs="*", help="Glob patterns of files to extract")
+    explain(
+        p.add_argument("-v", "--verbose", action="store_true", help="Print extracted paths"),
+        "Print each written path (PATH/<member path>), one per line.",
+    )
+    explain(
+        p.add_argument("initrd", metavar="INITRD", help="initrd path, or - for stdin"), READ_DOC
+    )
+    explain(
+        p.add_argument(
+            "globs", metavar="GLOB", nargs="*", help="Glob patterns of files to extract"
+        ),
+        GLOB_DOC.format(what="extract", what_past="extracted"),
+    )

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .help import explain
+
 if TYPE_CHECKING:
     from . import Registry
 
@@ -24,18 +26,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--cmdline-file",
-        metavar="PATH",
-        default="/proc/cmdline",
-        help="Read kernel arguments from PATH",
+    explain(
+        p.add_argument(
+            "--cmdline-file",
+            metavar="PATH",
+            default="/proc/cmdline",
+            help="Read kernel arguments from PATH",
+        ),
+        "Read the nestos.inst.* (and coreos.inst.*) kernel arguments from PATH instead of "
+        "the running kernel's command line.\n\n[default: /proc/cmdline]",
     )
-    p.add_argument(
-        "--config-dir",
-        metavar="DIR",
-        action="append",
-        default=[],
-        help="Installer config directory (repeatable; default both installer.d dirs)",
+    explain(
+        p.add_argument(
+            "--config-dir",
+            metavar="DIR",
+            action="append",
+            default=[],
+            help="Installer config directory (repeatable; default both installer.d dirs)",
+        ),
+        "Read installer config files from DIR instead of /etc/nestos/installer.d and "
+        "/etc/coreos/installer.d. Repeatable.",
     )
 
 
@@ -48,10 +58,14 @@ def register(reg: Registry) -> None:
         hidden=True,
     )
     _common(p)
-    p.add_argument(
-        "--device-timeout",
-        metavar="SECS",
-        type=float,
-        default=120.0,
-        help="How long to wait for the install device to appear",
+    explain(
+        p.add_argument(
+            "--device-timeout",
+            metavar="SECS",
+            type=float,
+            default=120.0,
+            help="How long to wait for the install device to appear",
+        ),
+        "How many seconds to wait for the install device to appear (a disk that is still "
+        "being probed at boot) before failing.\n\n[default: 120]",
     )

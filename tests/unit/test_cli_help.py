@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
 
 from nestos_inst.cli import build_registry
+from nestos_inst.cli.help import LongHelp, ShortHelp, long_text
 from tests.helpers.cli import run_cli
 
 HIDDEN_TOP = ("pack", "dev", "service")
@@ -80,3 +82,46 @@ def test_version() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert re.fullmatch(r"nestos-installer \d+\.\d+\.\d+\n", proc.stdout.decode())
+
+
+def _options(entry: object) -> list[argparse.Action]:
+    from nestos_inst.cli import Entry
+    from nestos_inst.cli.man import help_sections
+
+    assert isinstance(entry, Entry)
+    return [
+        a
+        for section in help_sections(entry.parser)
+        for a in section.actions
+        if not isinstance(a, (ShortHelp, LongHelp))
+    ]
+
+
+@pytest.mark.parametrize("entry", [e for e in build_registry().entries if not e.group],
+                         ids=lambda e: e.path)  # fmt: skip
+def test_every_option_has_a_paragraph(entry: object) -> None:
+    """--help (and the man pages) explain every option, hidden commands' included, in
+    more words than the one-line summary."""
+    for action in _options(entry):
+        short = action.help if isinstance(action.help, str) else ""
+        text = long_text(action)
+        assert text != short and len(text) > len(short), (action.option_strings, action.dest)
+
+
+def test_aliases_are_accepted_but_not_shown() -> None:
+    """`--ignition` (upstream's hidden alias of --ignition-file) parses like it and
+    conflicts like it, but no help, man page or reference names it."""
+    from nestos_inst.cli import build_parser
+    from nestos_inst.cli.man import render_markdown
+
+    args = build_parser().parse_args(["install", "--ignition", "c.ign", "/dev/vda"])
+    assert args.ignition_file == "c.ign"
+    proc = run_cli("install", "--ignition", "c.ign", "-I", "https://example.com/c.ign", "x")
+    assert proc.returncode == 2
+    assert "not allowed with argument --ignition" in proc.stderr.decode()
+    for flag in ("-h", "--help"):
+        text = run_cli("install", flag).stdout.decode()
+        assert "--ignition-file" in text
+        assert not re.search(r"--ignition\b(?!-)", text), flag
+    section = render_markdown(build_registry()).split("## `nestos-installer install`")[1]
+    assert not re.search(r"--ignition\b(?!-)", section.split("\n## ", 1)[0])
