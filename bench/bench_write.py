@@ -39,8 +39,10 @@ def baseline(fmt: str, path: Path, dev: str) -> Sample:
 def child(dev: str) -> int:
     """What `install` does for the copy: sniff, decompress, two-thread write, fsync."""
     from nestos_inst.io.compress import open_decompressed
+    from nestos_inst.io.heap import configure
     from nestos_inst.io.pipeline import copy_to_fd
 
+    configure()  # as the entry point does
     src = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     fd = os.open(dev, os.O_WRONLY | os.O_CLOEXEC)
     try:

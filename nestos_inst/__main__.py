@@ -103,12 +103,9 @@ def _process_settings() -> None:
     The malloc tuning (io/heap.py) must precede the first decoder thread; it is cheap
     enough to apply for every command (fastpaths name `heap` switches it off).
     """
-    from . import fastpaths
+    from .io.heap import configure
 
-    if fastpaths.enabled("heap"):
-        from .io.heap import tune_heap
-
-        tune_heap()
+    configure()
 
 
 def _stop_network() -> None:

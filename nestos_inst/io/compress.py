@@ -93,9 +93,6 @@ def open_decompressed(
     is a Decoder: a Stream (read fills, read1 hands out decoded pieces uncopied,
     finish, close), itself a Source for the next stage.
     """
-    from nestos_inst.io.heap import tune_heap
-
-    tune_heap()  # before any decoder thread allocates
     if isinstance(src, Input):
         inp = src
         give_back = False

@@ -16,6 +16,15 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 32 << 20
 
 
+def configure() -> bool:
+    """The process-wide setting as every entry point applies it, once, before any
+    thread starts: tune_heap() unless the `heap` fast path is switched off. True when
+    applied."""
+    from nestos_inst import fastpaths
+
+    return fastpaths.enabled("heap") and tune_heap()
+
+
 def tune_heap() -> bool:
     """One malloc arena and a fixed mmap threshold; True when applied.
 

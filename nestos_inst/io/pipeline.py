@@ -17,7 +17,15 @@ from nestos_inst.errors import NestosError
 from nestos_inst.io.limit import WriteLimit
 from nestos_inst.io.stream import Stream, read_full
 
-__all__ = ["copy_to_fd", "pwrite_all", "read_exact", "read_full", "write_all"]
+__all__ = [
+    "ALIGN",
+    "AlignedWriter",
+    "copy_to_fd",
+    "pwrite_all",
+    "read_exact",
+    "read_full",
+    "write_all",
+]
 
 _EOF = object()
 _POLL = 0.1
@@ -56,9 +64,13 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 ALIGN = 1 << 16
 
 
-class _AlignedWriter:
+class AlignedWriter:
     """pwrite in runs that end on ALIGN boundaries; the unaligned tail of a piece waits
-    (at most ALIGN bytes) and goes out with the next piece in one pwritev, uncopied."""
+    (at most ALIGN bytes) and goes out with the next piece in one pwritev, uncopied.
+
+    Public so that any driver of the copy writes the same runs: copy_to_fd, and the
+    asyncio driver bench/bench_concurrency.py measures it against. Not thread-safe:
+    one writer thread at a time; flush() after the last add()."""
 
     def __init__(self, fd: int, pos: int, progress_cb: Callable[[int], None] | None) -> None:
         self._fd = fd
@@ -147,7 +159,7 @@ def copy_to_fd(
 
     thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
     thread.start()
-    out = _AlignedWriter(fd, offset, progress_cb)
+    out = AlignedWriter(fd, offset, progress_cb)
     pos = offset  # end of the bytes taken from the reader (some may still wait in `out`)
     try:
         while True:

@@ -6,6 +6,8 @@
 - decompressors are constructed in one place, the io layer's decompressor family;
 - the module import graph has no cycles (function-level imports included: a cycle
   hidden in a function is still a cycle for the reader and for refactoring);
+- process-wide settings (the malloc tuning) are applied by the entry point only, never
+  as a side effect of an I/O helper;
 - no `typing.cast`: stages are typed by the protocols they satisfy (io/stream.py), so
   no value has to be re-labelled for the type checker.
 
@@ -284,6 +286,18 @@ def test_no_import_cycles() -> None:
     cycles = set(_cycles(_graph()))
     assert cycles - KNOWN_CYCLES == set()
     assert KNOWN_CYCLES - cycles == set(), "fixed: delete these entries from KNOWN_CYCLES"
+
+
+def test_process_settings_only_from_the_entry_point() -> None:
+    """tune_heap()/configure() change the whole process's allocator: only the entry
+    point may call them (bench children call configure() as it does)."""
+    found = {
+        module
+        for module, tree in _trees()
+        for target, _name, _line in _imports(module, tree)
+        if target == "nestos_inst.io.heap"
+    }
+    assert found == {"nestos_inst.__main__"}
 
 
 def test_no_typing_cast() -> None:
