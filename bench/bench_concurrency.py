@@ -32,20 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, python_env, run_pipeline
-from bench.images import compressed, loop_device, raw_image
+from bench.images import loop_device, raw_image
 from bench.nginx import nginx
+from bench.signing import publish, signing_workdir
 from nestos_inst.io.limit import WriteLimit
 from nestos_inst.io.pipeline import AlignedWriter
 from nestos_inst.io.stream import Stream
-from tests.helpers.gpgkey import SigningKey, make_key
 
 GOAL = 1.0
 DEFAULT_CASES = "file:xz,file:xz-T2,file:zst,url:xz-T2"
@@ -171,20 +169,11 @@ def main() -> int:
     size_mib = int(os.environ.get("NESTOS_BENCH_CONC_MIB", "512"))
     wanted = os.environ.get("NESTOS_BENCH_CONC_CASES", DEFAULT_CASES)
     cases = [c.split(":", 1) for c in wanted.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="bench-concurrency-", dir="/var/tmp"))
-    key: SigningKey | None = None
-    try:
-        key = make_key(work / "key")
+    with signing_workdir("bench-concurrency-") as (work, key):
         pub = key.public
         served = work / "served"
         served.mkdir()
-        names = {}
-        for _where, fmt in cases:
-            if fmt not in names:
-                link = served / f"{fmt}-{compressed(fmt, size_mib).name}"
-                link.symlink_to(compressed(fmt, size_mib))
-                key.sign(link)
-                names[fmt] = link.name
+        names = {fmt: publish(fmt, size_mib, served, key) for _where, fmt in cases}
         raw = raw_image(size_mib)
         with nginx(served, work) as server, loop_device(size_mib * MIB + MIB) as dev:
             print(f"install copy stage, {size_mib} MiB image to a loop device, gpg on")
@@ -204,10 +193,6 @@ def main() -> int:
                     goal=GOAL,
                     note="ratio = asyncio s / threads s",
                 )
-    finally:
-        if key is not None:
-            key.close()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -17,19 +17,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-from bench.bench_url_install import base, ours, publish
+from bench.bench_url_install import base, ours
 from bench.common import MIB, Sample, compare, info, limit
 from bench.images import loop_device
 from bench.nginx import nginx
-from tests.helpers.gpgkey import SigningKey, make_key
+from bench.signing import publish, signing_workdir
 
 RSS_LIMIT_MIB = 100
 
@@ -81,10 +78,7 @@ def main() -> int:
     size_mib = int(os.environ.get("NESTOS_BENCH_FLEET_MIB", "128"))
     counts = [int(n) for n in os.environ.get("NESTOS_BENCH_FLEET_N", "1,2,4,8").split(",")]
     fmt = os.environ.get("NESTOS_BENCH_FLEET_FORMAT", "xz")
-    work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir="/var/tmp"))
-    key: SigningKey | None = None
-    try:
-        key = make_key(work / "key")
+    with signing_workdir("bench-fleet-") as (work, key):
         served = work / "served"
         served.mkdir()
         url_name = publish(fmt, size_mib, served, key)
@@ -110,10 +104,6 @@ def main() -> int:
                     info(f"fleet N={n} baseline CPU per MB", r.baseline_cpu / total_mb, unit="s/MB")
             limit("fleet peak RSS per install", peak, RSS_LIMIT_MIB, unit="MiB")
             limit("nginx failed requests (fleet)", server.failed(), 0, unit="requests")
-    finally:
-        if key is not None:
-            key.close()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -14,15 +14,14 @@ Environment: NESTOS_BENCH_URL_MIB (image size, default 512), NESTOS_BENCH_FORMAT
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from bench.images import FORMATS, compressed, loop_device
+from bench.images import FORMATS, loop_device
 from bench.nginx import Nginx, nginx
-from tests.helpers.gpgkey import SigningKey, make_key
+from bench.signing import publish, signing_workdir
+from tests.helpers.gpgkey import SigningKey
 
 GOALS = {"xz": 1.0, "xz-T2": 1.6, "gz": 1.0, "zst": 1.0}
 RSS_LIMIT_MIB = 100
@@ -42,35 +41,18 @@ def base(fmt: str, url: str, dev: str) -> Sample:
     return run_pipeline([["curl", "-sSf", url], FORMATS[fmt][2], dd_argv(dev)])
 
 
-def publish(fmt: str, size_mib: int, served: Path, key: SigningKey) -> str:
-    """A link to the cached image in nginx's root, with a fresh signature beside it."""
-    src = compressed(fmt, size_mib)
-    name = f"{fmt}-{src.name}"
-    link = served / name
-    link.symlink_to(src)
-    key.sign(link)
-    return name
-
-
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_url_install needs root (losetup); skipped")
         return 0
     size_mib = int(os.environ.get("NESTOS_BENCH_URL_MIB", "512"))
     wanted = os.environ.get("NESTOS_BENCH_FORMATS", ",".join(GOALS)).split(",")
-    work = Path(tempfile.mkdtemp(prefix="bench-url-install-", dir="/var/tmp"))
-    key: SigningKey | None = None
-    try:
-        key = make_key(work / "key")
+    with signing_workdir("bench-url-install-") as (work, key):
         served = work / "served"
         served.mkdir()
         names = {fmt: publish(fmt, size_mib, served, key) for fmt in wanted}
         with nginx(served, work) as server, loop_device(size_mib * MIB + MIB) as dev:
             _run(server, names, dev, key, size_mib)
-    finally:
-        if key is not None:
-            key.close()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

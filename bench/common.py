@@ -183,6 +183,16 @@ def compare(
 
 def limit(name: str, value: float, bound: float, *, unit: str, note: str = "") -> Result:
     """Record a value that must stay at or below `bound` (peak RSS, a size ratio)."""
+    return _single(name, value, bound, unit=unit, note=note)
+
+
+def info(name: str, value: float, *, unit: str, note: str = "") -> Result:
+    """Record a figure without a goal (shown for context, e.g. a start-up time)."""
+    return _single(name, value, None, unit=unit, note=note)
+
+
+def _single(name: str, value: float, bound: float | None, *, unit: str, note: str) -> Result:
+    """One measured value, no baseline: a limit when it has a bound, else info."""
     now = load()
     return _emit(
         Result(
@@ -191,29 +201,9 @@ def limit(name: str, value: float, bound: float, *, unit: str, note: str = "") -
             baseline=None,
             ratio=None,
             goal=bound,
-            met=value <= bound,
+            met=None if bound is None else value <= bound,
             unit=unit,
-            kind="limit",
-            load_before=now,
-            load_after=now,
-            note=note,
-        )
-    )
-
-
-def info(name: str, value: float, *, unit: str, note: str = "") -> Result:
-    """Record a figure without a goal (shown for context, e.g. a start-up time)."""
-    now = load()
-    return _emit(
-        Result(
-            name=name,
-            ours=value,
-            baseline=None,
-            ratio=None,
-            goal=None,
-            met=None,
-            unit=unit,
-            kind="info",
+            kind="info" if bound is None else "limit",
             load_before=now,
             load_after=now,
             note=note,

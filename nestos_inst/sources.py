@@ -315,12 +315,7 @@ class VerifiedReader:
             return b"".join(parts)
         if self._eof or size == 0:
             return b""
-        data = self._raw.read(size)
-        if not data:
-            self._eof = True
-            return b""
-        self._account(data)
-        return data
+        return self._took(self._raw.read(size))
 
     def read1(self, size: int = -1, /) -> bytes:
         """Whatever one read of the source gives (no re-assembly copy): for copy_to_fd."""
@@ -328,7 +323,10 @@ class VerifiedReader:
             size = READ_SIZE
         if self._eof or size == 0:
             return b""
-        data = self._raw.read1(size)
+        return self._took(self._raw.read1(size))
+
+    def _took(self, data: bytes) -> bytes:
+        """Account for what a read of the source returned; b"" marks the end."""
         if not data:
             self._eof = True
             return b""

@@ -14,9 +14,11 @@ constants.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import textwrap
 import weakref
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 WIDTH = 80
 LONG_INDENT = 8  # paragraph indent below the option line (inside the 2-space section)
@@ -108,10 +110,27 @@ class LongHelp(argparse.Action):
 
 
 def print_long_help(parser: argparse.ArgumentParser) -> None:
-    """Print `parser`'s help with LongFormatter (restoring its own formatter after)."""
-    saved = parser.formatter_class
-    parser.formatter_class = LongFormatter
-    try:
+    """Print `parser`'s help with LongFormatter."""
+    with formatted_by(parser, LongFormatter):
         parser.print_help()
+
+
+class FormatterFactory(Protocol):
+    """What argparse calls to make a help formatter (a HelpFormatter class will do)."""
+
+    def __call__(self, *, prog: str) -> argparse.HelpFormatter: ...
+
+
+@contextlib.contextmanager
+def formatted_by(
+    parser: argparse.ArgumentParser, factory: FormatterFactory
+) -> Iterator[None]:
+    """Format `parser`'s help with `factory` inside the block (its documented
+    `formatter_class` setting), restoring its own formatter after: one parser serves
+    the short help, the long help and the man pages."""
+    saved = parser.formatter_class
+    parser.formatter_class = factory
+    try:
+        yield
     finally:
         parser.formatter_class = saved

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from .help import explain, invocation, long_text
+from .help import explain, formatted_by, invocation, long_text
 
 if TYPE_CHECKING:
     from . import Entry, Registry
@@ -79,12 +79,8 @@ def help_sections(parser: argparse.ArgumentParser) -> list[Section]:
     def factory(prog: str) -> argparse.HelpFormatter:
         return _Capture(prog, sink)
 
-    saved = parser.formatter_class
-    parser.formatter_class = factory
-    try:
+    with formatted_by(parser, factory):
         parser.format_help()
-    finally:
-        parser.formatter_class = saved
     return [s for s in sink if s.actions]
 
 

@@ -35,24 +35,28 @@ def _libc() -> Any:
         return None
 
 
+def _function(name: str, argtypes: list[type[Any]], restype: type[Any]) -> Any:
+    """libc's `name` with its C prototype declared (ctypes' documented argtypes/restype
+    on our own function object), or None where libc lacks it."""
+    lib = _libc()
+    fn = getattr(lib, name, None) if lib is not None else None
+    if fn is not None:
+        fn.argtypes = argtypes
+        fn.restype = restype
+    return fn
+
+
 @cache
 def _tee() -> Any:
-    lib = _libc()
-    fn = getattr(lib, "tee", None) if lib is not None else None
-    if fn is not None:
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
-        fn.restype = ctypes.c_ssize_t
-    return fn
+    return _function(
+        "tee", [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint], ctypes.c_ssize_t
+    )
 
 
 @cache
 def _sync_file_range() -> Any:
-    lib = _libc()
-    fn = getattr(lib, "sync_file_range", None) if lib is not None else None
-    if fn is not None:
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        fn.restype = ctypes.c_int
-    return fn
+    args = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return _function("sync_file_range", args, ctypes.c_int)
 
 
 def zero_copy_available() -> bool:
