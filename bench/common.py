@@ -301,5 +301,23 @@ def run_pipeline(
 
 
 def python_env() -> dict[str, str]:
-    """The environment for running this checkout's CLI in a child."""
+    """The environment for running this checkout's CLI in a child, byte-compiled.
+
+    An installed package (the RPM, a wheel) ships its modules compiled; a checkout run
+    with PYTHONDONTWRITEBYTECODE (set on this machine) would compile every module from
+    source on every run (~0.1 s of CPU and wall per start-up), a cost no user pays.
+    """
+    _byte_compile()
     return dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C")
+
+
+_COMPILED: list[bool] = []
+
+
+def _byte_compile() -> None:
+    """Compile the package's modules once per benchmark process (like an install)."""
+    if not _COMPILED:
+        import compileall
+
+        compileall.compile_dir(REPO / "nestos_inst", quiet=1)
+        _COMPILED.append(True)

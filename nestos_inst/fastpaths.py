@@ -8,7 +8,7 @@ The test suite runs the network and verification tests both ways.
 Names:
   plain-http  http:// on our own socket backend (net/plain.py), needed by `splice`
   splice      the kernel moves a plain-HTTP body to the file and GPG's pipe (tee)
-  heap        one malloc arena and a fixed mmap threshold (io/heap.py)
+  heap        one malloc arena, fixed mmap and trim thresholds (io/heap.py)
 """
 
 from __future__ import annotations

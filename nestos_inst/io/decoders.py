@@ -96,6 +96,10 @@ class Decoder:
     def readable(self) -> bool:
         return True
 
+    def decodes_ahead(self) -> bool:
+        """Whether decoding runs on threads of the decoder's own (see DecodesAhead)."""
+        return False
+
     def _produce(self, n: int) -> bytes:
         raise NotImplementedError
 

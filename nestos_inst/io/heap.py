@@ -10,10 +10,17 @@ from __future__ import annotations
 
 _M_ARENA_MAX = -8  # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
 # Above the largest buffer a copy allocates (xz blocks of `xz -T` at -6 are 24 MiB):
 # buffers are then reused from the heap instead of being mmap'd and faulted in afresh
 # for every block.
 _MMAP_THRESHOLD = 32 << 20
+# Free memory at the top of the heap that stays mapped. glibc's default (128 KiB) hands
+# every freed output chunk back to the kernel at once, so the next chunk is page-faulted
+# and zeroed afresh (docs/internals-io.md has the count). Keeping up to this much
+# mapped reuses the pages; the peak RSS, reached while the chunks are live, does not
+# change.
+_TRIM_THRESHOLD = 32 << 20
 
 
 def configure() -> bool:
@@ -26,7 +33,7 @@ def configure() -> bool:
 
 
 def tune_heap() -> bool:
-    """One malloc arena and a fixed mmap threshold; True when applied.
+    """One malloc arena, a fixed mmap threshold and trim threshold; True when applied.
 
     Decoder threads each get a glibc arena by default, and glibc raises its mmap
     threshold after the first freed MiB buffer, so freed buffers linger in several
@@ -41,6 +48,7 @@ def tune_heap() -> bool:
 
         libc = ctypes.CDLL("libc.so.6")
         ok = libc.mallopt(_M_ARENA_MAX, 1) == 1
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and ok
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1 and ok)
     except (OSError, AttributeError):
         return False

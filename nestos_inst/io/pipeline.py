@@ -1,21 +1,24 @@
-"""The write stage: copy a stream to a file descriptor on two threads.
+"""The write stage: copy a stream to a file descriptor, decoding and writing overlapped.
 
 Decompression (in the reader) and os.pwrite both release the GIL, so a reader thread
 and a writer joined by a small bounded queue overlap them; memory stays at about
-`depth` chunks whatever the image size.
+`depth` chunks whatever the image size. A decoder that already decodes on threads of
+its own (parallel xz) is read on the writing thread: a reader thread would only add a
+hand-over per chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from nestos_inst.errors import NestosError
 from nestos_inst.io.limit import WriteLimit
-from nestos_inst.io.stream import Stream, read_full
+from nestos_inst.io.stream import DecodesAhead, Stream, read_full
 
 __all__ = [
     "ALIGN",
@@ -123,12 +126,45 @@ def copy_to_fd(
 
     A reader thread fills a queue of at most `depth` chunks; the calling thread writes
     them with os.pwrite in ALIGN-aligned runs and calls `progress_cb(n)` after each
-    write. `limit` is an
-    absolute offset in `fd`: bytes up to it are written, the first byte past it raises
-    NestosError(limit_message). Errors from either side propagate unchanged (with their
-    cause chain); on a write error the reader thread is stopped and joined.
+    write. A reader that decodes ahead on threads of its own (DecodesAhead) is read on
+    the calling thread instead: another thread would only add a hand-over per chunk.
+    `limit` is an absolute offset in `fd`: bytes up to it are written, the first byte
+    past it raises NestosError(limit_message). Errors from either side propagate
+    unchanged (with their cause chain); on a write error the reader thread is stopped
+    and joined.
     """
     guard = WriteLimit(limit, limit_message) if limit is not None else None
+    out = AlignedWriter(fd, offset, progress_cb)
+    pos = offset  # end of the bytes taken from the reader (some may still wait in `out`)
+    # read1 hands out whatever one decoder step produced, without assembling (copying)
+    # full chunks; the writer does not care about chunk sizes.
+    pull = reader.read1
+    inline = isinstance(reader, DecodesAhead) and reader.decodes_ahead()
+    with contextlib.ExitStack() as stack:
+        if inline:
+            pieces: Iterator[bytes | bytearray | memoryview] = iter(lambda: pull(chunk), b"")
+        else:
+            pieces = stack.enter_context(_read_ahead(pull, chunk, depth))
+        for data in pieces:
+            n = len(data)
+            if guard is not None:
+                allowed = guard.allowed(pos, n)
+                if allowed < n:
+                    out.add(memoryview(data)[:allowed])
+                    out.flush()
+                    raise guard.error()
+            out.add(data)
+            pos += n
+        out.flush()
+    return pos - offset
+
+
+@contextlib.contextmanager
+def _read_ahead(
+    pull: Callable[[int], bytes], chunk: int, depth: int
+) -> Iterator[Iterator[bytes | bytearray | memoryview]]:
+    """The pieces of `pull`, read on a thread of their own up to `depth` pieces ahead
+    (decompression and os.pwrite both release the GIL, so the two overlap)."""
     q: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
@@ -140,10 +176,6 @@ def copy_to_fd(
             except queue.Full:
                 continue
         return False
-
-    # read1 hands out whatever one decoder step produced, without assembling (copying)
-    # full chunks; the writer does not care about chunk sizes.
-    pull = reader.read1
 
     def produce() -> None:
         try:
@@ -157,30 +189,20 @@ def copy_to_fd(
         except BaseException as exc:  # handed to the writer, re-raised there
             put(exc)
 
-    thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
-    thread.start()
-    out = AlignedWriter(fd, offset, progress_cb)
-    pos = offset  # end of the bytes taken from the reader (some may still wait in `out`)
-    try:
+    def pieces() -> Iterator[bytes | bytearray | memoryview]:
         while True:
             item = q.get()
             if item is _EOF:
-                break
+                return
             if isinstance(item, BaseException):
                 raise item
-            data = item
-            assert isinstance(data, bytes | bytearray | memoryview)
-            n = len(data)
-            if guard is not None:
-                allowed = guard.allowed(pos, n)
-                if allowed < n:
-                    out.add(memoryview(data)[:allowed])
-                    out.flush()
-                    raise guard.error()
-            out.add(data)
-            pos += n
-        out.flush()
+            assert isinstance(item, bytes | bytearray | memoryview)
+            yield item
+
+    thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
+    thread.start()
+    try:
+        yield pieces()
     finally:
         stop.set()
         thread.join()
-    return pos - offset

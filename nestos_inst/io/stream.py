@@ -53,6 +53,15 @@ class Stream(Protocol):
 
 
 @runtime_checkable
+class DecodesAhead(Protocol):
+    """A stream that may say it already works ahead on threads of its own (the parallel
+    xz decoder): its read1 only collects finished pieces, so a copy loop can call it
+    on the writing thread instead of adding a thread (and a hand-over) of its own."""
+
+    def decodes_ahead(self) -> bool: ...
+
+
+@runtime_checkable
 class Pushback(Protocol):
     """A source that can take bytes back: a concatenated decoder returns what it read
     past the end of its stream, so the caller's next read sees it."""

@@ -312,6 +312,9 @@ class _XzParallel(Decoder):
                 target=_worker, args=(self._sh, check, memlimit), name="xz-block", daemon=True
             ).start()
 
+    def decodes_ahead(self) -> bool:
+        return True
+
     def _produce(self, n: int) -> bytes:
         sh = self._sh
         try:

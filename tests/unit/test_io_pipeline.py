@@ -1,16 +1,18 @@
-"""Write limits and the two-thread copy pipeline."""
+"""Write limits and the copy pipeline (a reader thread, or inline for decoders that work ahead)."""
 
 from __future__ import annotations
 
 import io
+import lzma
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nestos_inst.errors import FormatError, NestosError
-from nestos_inst.io.compress import open_decompressed, passthrough
+from nestos_inst.io.compress import Decoder, open_decompressed, passthrough
 from nestos_inst.io.limit import LimitReader, LimitWriter, WriteLimit, collision_message
 from nestos_inst.io.pipeline import ALIGN, copy_to_fd, read_exact
 from tests.helpers import iomedia
@@ -284,3 +286,49 @@ def test_odd_pieces_land_intact(tmp_path: Path, offset: int, sizes: list[int]) -
     assert disk[offset : offset + len(data)] == data
     assert disk[:offset] == b"\xaa" * offset
     assert disk[offset + len(data) :] == b"\xaa" * 4096
+
+
+def test_decoder_working_ahead_is_read_on_the_writing_thread(target: tuple[Path, int]) -> None:
+    """The parallel xz decoder already decodes on threads of its own: copy_to_fd reads
+    it on the calling thread (no copy-reader hand-over); single-thread decoders still
+    get a reader thread. Bytes land the same either way."""
+    path, fd = target
+    data = iomedia.payload(3_000_000)
+    for blob, ahead in ((iomedia.xz_multiblock(data), True), (_xz(data), False)):
+        dec = open_decompressed(io.BytesIO(blob))
+        assert dec.decodes_ahead() is ahead
+        seen: set[str] = set()
+        stream = _Watched(dec, seen)
+        assert copy_to_fd(stream, fd, offset=4096) == len(data)
+        assert seen == ({threading.current_thread().name} if ahead else {"copy-reader"})
+        with open(path, "rb") as f:
+            f.seek(4096)
+            assert f.read(len(data)) == data
+
+
+class _Watched:
+    """A Decoder's stream, noting the thread of every read1."""
+
+    def __init__(self, dec: Decoder, seen: set[str]) -> None:
+        self._dec = dec
+        self._seen = seen
+
+    def decodes_ahead(self) -> bool:
+        return self._dec.decodes_ahead()
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._dec.read(size)
+
+    def read1(self, size: int = -1, /) -> bytes:
+        self._seen.add(threading.current_thread().name)
+        return self._dec.read1(size)
+
+    def finish(self) -> None:
+        self._dec.finish()
+
+    def close(self) -> None:
+        self._dec.close()
+
+
+def _xz(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_XZ)
