@@ -8,6 +8,7 @@ The test suite runs the network and verification tests both ways.
 Names:
   plain-http  http:// on our own socket backend (net/plain.py), needed by `splice`
   splice      the kernel moves a plain-HTTP body to the file and GPG's pipe (tee)
+  gpgconf     GPGME is told which gpg to run instead of asking gpgconf (verify.py)
   heap        one malloc arena, fixed mmap and trim thresholds (io/heap.py)
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-NAMES = frozenset({"plain-http", "splice", "heap"})
+NAMES = frozenset({"plain-http", "splice", "heap", "gpgconf"})
 ENV = "NESTOS_INSTALLER_FAST_PATHS"
 
 

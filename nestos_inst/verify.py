@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fastpaths
 from .errors import NestosError, VerifyError
 from .io.files import KEYRING_LIMIT, read_limited
 from .run import run
@@ -94,11 +95,43 @@ class VerifyResult:
         return "".join(line + "\n" for line in lines)
 
 
+_ENGINE_LOCK = threading.Lock()
+_ENGINE_SET: list[bool] = []
+
+
+def _name_engine() -> None:
+    """Tell GPGME which gpg to run instead of letting it ask gpgconf (fast path
+    `gpgconf`, once per process, before the first context).
+
+    To find its engines GPGME otherwise runs `gpgconf --list-dirs`, `gpgconf
+    --list-components`, `gpgconf --version` and `gpgsm --version` on every start: four
+    processes (a sixth of a small install's CPU) for answers we do not use, as every
+    context gets its own home directory and no agent is involved. The gpg named is the
+    one on PATH (deps.require("gpg") checked it), through GPGME's documented global
+    flags `gpg-name` and `disable-gpgconf`.
+    """
+    if not fastpaths.enabled("gpgconf"):
+        return
+    with _ENGINE_LOCK:
+        if _ENGINE_SET:
+            return
+        _ENGINE_SET.append(True)
+        path = shutil.which("gpg")
+        if path is None:
+            return  # GPGME's own search then reports what is missing
+        from gpg import gpgme
+
+        if gpgme.gpgme_set_global_flag("gpg-name", path) == 0:
+            gpgme.gpgme_set_global_flag("disable-gpgconf", "1")
+
+
 class GpgHome:
     """A private GnuPG home with the trusted keys imported; remove with close()."""
 
     def __init__(self, key_files: Sequence[Path]) -> None:
         import gpg
+
+        _name_engine()
 
         self.path = Path(tempfile.mkdtemp(prefix="nestos-installer-"))
         os.chmod(self.path, 0o700)

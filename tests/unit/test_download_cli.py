@@ -531,7 +531,8 @@ def test_same_results_with_speed_tricks_off(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     """NESTOS_INSTALLER_FAST_PATHS=none (no own socket backend, no splice/tee, default
-    malloc) gives the same bytes, messages and exit code as the default."""
+    malloc, GPGME finding gpg through gpgconf) gives the same bytes, messages and exit
+    code as the default."""
     data = random.Random(5).randbytes(3 << 20)  # noqa: S311 - reproducible test data
     kw: dict[str, object] = {"drop_after": 1_100_000, "drop_times": 1} if case == "dropped" else {}
     url = site.put("img.raw.xz", data, sign=site.key, etag='"v1"', **kw)
