@@ -32,7 +32,7 @@ import select
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -44,6 +44,9 @@ from .messages import network_text
 from .plain import PlainStream
 from .retries import parse_retries
 from .transport import Router
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 
@@ -200,7 +203,14 @@ def _error_text(exc: BaseException) -> str:
     return network_text(exc)
 
 
-_EOF = object()
+class _End:
+    """The end-of-body marker in a response's inbox."""
+
+
+_EOF = _End()
+# What the network thread hands the reader: a batch of body chunks, the error that
+# ended the transfer, or the end.
+_Item = list[bytes] | BaseException | _End
 
 
 class HttpResponse(io.RawIOBase):
@@ -219,7 +229,6 @@ class HttpResponse(io.RawIOBase):
         self._on_final = on_final
         self._loop = _Loop.get()
         self._resp: httpx.Response | None = None
-        self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._body: AsyncIterator[bytes] | None = None
         self._started = False
@@ -566,7 +575,7 @@ class HttpResponse(io.RawIOBase):
         if self._next >= len(self._chunks):
             self._ensure_pump(self.position)
             item = self._inbox.get()
-            if item is _EOF:
+            if isinstance(item, _End):
                 self._eof = True
                 return False
             if isinstance(item, BaseException):
@@ -605,9 +614,10 @@ class HttpResponse(io.RawIOBase):
             got += len(part)
         return b"".join(parts)
 
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, b: Buffer, /) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def readall(self) -> bytes:
@@ -638,7 +648,7 @@ class _Inbox:
     """Bounded hand-over from the loop (async put) to the caller's thread (blocking get)."""
 
     def __init__(self) -> None:
-        self._items: list[Any] = []
+        self._items: list[_Item] = []
         self._cond = threading.Condition()
         self._space: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -648,7 +658,7 @@ class _Inbox:
         self._loop = loop
         self._space = asyncio.Event()
 
-    async def put(self, item: Any) -> None:
+    async def put(self, item: _Item) -> None:
         assert self._space is not None
         while True:
             with self._cond:
@@ -661,12 +671,12 @@ class _Inbox:
                 self._space.clear()
             await self._space.wait()
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: _Item) -> None:
         with self._cond:
             self._items.append(item)
             self._cond.notify()
 
-    def get(self) -> Any:
+    def get(self) -> _Item:
         with self._cond:
             while not self._items:
                 self._cond.wait()

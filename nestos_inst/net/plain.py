@@ -16,6 +16,7 @@ import errno
 import os
 import select
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,7 +91,7 @@ class PlainStream(httpcore.AsyncNetworkStream):
 
     async def start_tls(
         self,
-        ssl_context: Any,
+        ssl_context: ssl.SSLContext,
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
@@ -140,7 +141,7 @@ class PlainBackend(httpcore.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         last: OSError | None = None
@@ -177,7 +178,7 @@ class PlainBackend(httpcore.AsyncNetworkBackend):
         self,
         path: str,
         timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("unix sockets are not supported here")
 
