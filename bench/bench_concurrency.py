@@ -43,7 +43,7 @@ from bench.nginx import nginx
 from bench.signing import publish, signing_workdir
 from nestos_inst.io.limit import WriteLimit
 from nestos_inst.io.pipeline import AlignedWriter
-from nestos_inst.io.stream import Stream
+from nestos_inst.io.stream import DecodesAhead, Stream
 
 GOAL = 1.0
 DEFAULT_CASES = "file:xz,file:xz-T2,file:zst,url:xz-T2"
@@ -63,9 +63,11 @@ async def copy_async(
     """copy_to_fd's contract, orchestrated by the running event loop.
 
     The loop thread only moves pieces: decoding (reader.read1) and writing
-    (AlignedWriter.add) run as executor jobs, so they overlap as in copy_to_fd. On an
-    error either task's failure cancels the other; a job already running in the pool
-    finishes (a C call cannot be interrupted) and the pool is joined before returning.
+    (AlignedWriter.add) run as executor jobs, so they overlap as in copy_to_fd. A
+    reader that decodes ahead on its own threads (DecodesAhead) is read and written by
+    one job per piece, as copy_to_fd reads it on the writing thread. On an error either
+    task's failure cancels the other; a job already running in the pool finishes (a C
+    call cannot be interrupted) and the pool is joined before returning.
     """
     loop = asyncio.get_running_loop()
     guard = WriteLimit(limit, limit_message) if limit is not None else None
@@ -75,6 +77,9 @@ async def copy_async(
     def last(data: memoryview) -> None:
         out.add(data)
         out.flush()
+
+    if isinstance(reader, DecodesAhead) and reader.decodes_ahead():
+        return await _copy_inline(reader, out, offset=offset, guard=guard, chunk=chunk)
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="copy") as pool:
 
@@ -106,6 +111,30 @@ async def copy_async(
         except BaseExceptionGroup as group:  # copy_to_fd raises the error itself
             raise group.exceptions[0] from group.exceptions[0].__cause__
     return written.result()
+
+
+async def _copy_inline(
+    reader: Stream, out: AlignedWriter, *, offset: int, guard: WriteLimit | None, chunk: int
+) -> int:
+    """copy_async for a reader that decodes ahead: read1 + write as one executor job."""
+    loop = asyncio.get_running_loop()
+
+    def step(pos: int) -> int:
+        data = reader.read1(chunk)
+        n = len(data)
+        if guard is not None and guard.allowed(pos, n) < n:
+            out.add(memoryview(data)[: guard.allowed(pos, n)])
+            out.flush()
+            raise guard.error()
+        out.add(data)
+        return n
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy") as pool:
+        pos = offset
+        while n := await loop.run_in_executor(pool, step, pos):
+            pos += n
+        await loop.run_in_executor(pool, out.flush)
+    return pos - offset
 
 
 def child(mode: str, src: str, dev: str, keyring: str) -> int:

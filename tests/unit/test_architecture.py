@@ -1,6 +1,7 @@
 """Structural rules of the package, checked on its source (docs/architecture.md).
 
-- nothing outside nestos_inst/cli imports nestos_inst.cli (layers point downward);
+- nothing outside nestos_inst/cli imports nestos_inst.cli, and every import points to
+  the same layer or a lower one of the table in docs/architecture.md (LAYERS below);
 - no module imports a private (`_name`) name from another package, ours or not;
 - no module assigns to an attribute of another module or library (monkey-patching);
 - decompressors are constructed in one place, the io layer's decompressor family;
@@ -37,6 +38,18 @@ KNOWN_CASTS: frozenset[tuple[str, str]] = frozenset(
         # to satisfy the stub would copy every compressed byte once more.
         ("nestos_inst.io.decoders", "cast('BinaryIO', self._frame)"),
     }
+)
+
+# docs/architecture.md's layers, top (front end) to bottom (foundation), by package or
+# top-level module. Imports may point within a layer (the graph has no cycles) or down.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"__main__", "cli"}),
+    frozenset({"install", "download", "media", "customize", "service", "osmet"}),
+    frozenset({"sources"}),
+    frozenset({"formats", "disk", "net", "verify", "keydirs", "io"}),
+    frozenset(
+        {"", "errors", "jsontext", "report", "progress", "profile", "run", "fastpaths", "deps"}
+    ),
 )
 
 # The io layer's decompressor family: the only module that constructs decoders.
@@ -298,6 +311,25 @@ def test_process_settings_only_from_the_entry_point() -> None:
         if target == "nestos_inst.io.heap"
     }
     assert found == {"nestos_inst.__main__"}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    unit = parts[1] if len(parts) > 1 else ""
+    for i, members in enumerate(LAYERS):
+        if unit in members:
+            return i
+    raise AssertionError(f"{module}: not in a layer of docs/architecture.md (LAYERS)")
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if _layer(target) < _layer(module)
+    )
+    assert upward == []
 
 
 def test_no_typing_cast() -> None:
