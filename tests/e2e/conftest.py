@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.vm import stop_all
+
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "build" / "e2e-report.json"
 
@@ -66,7 +68,14 @@ def pytest_runtest_makereport(
         entry["seconds"] = round(entry["seconds"], 1)
 
 
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C: end every running QEMU now, before fixtures are torn down (scenario
+    pools wait for their worker threads, which return once their QEMU is gone)."""
+    stop_all()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_all()  # nothing a failed or interrupted run started outlives it
     if not _results:
         return
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -111,13 +111,22 @@ ExecStart=/bin/sh /etc/nestos-e2e/sample.sh
 [Install]
 WantedBy=nestos-installer.service
 """
-SAMPLE_SH = """n=0
-while [ $n -lt 1200 ]; do
+# Only the `Status: "…"` line counts: the journal lines `systemctl status` appends may
+# hold a % of their own (e.g. "Read disk … (36%)") while the STATUS= text has none.
+SAMPLE_SH = """nl='
+'
+n=0
+while [ $n -lt 3000 ]; do
     out=$(systemctl status --no-pager nestos-installer.service 2>&1)
     case $out in
-        *"Status: \\""*%*) printf 'E2E-STATUS-BEGIN\\n%s\\nE2E-STATUS-END\\n' "$out"; exit 0 ;;
+        *'Status: "'*)
+            line=${out#*'Status: "'}
+            line=${line%%"$nl"*}
+            case $line in
+                *%*) printf 'E2E-STATUS-BEGIN\\n%s\\nE2E-STATUS-END\\n' "$out"; exit 0 ;;
+            esac ;;
     esac
-    sleep 0.5
+    sleep 0.2
     n=$((n + 1))
 done
 """

@@ -88,6 +88,8 @@ http {{
 {listens}
     root {self.root};
     location / {{ }}
+    # The same files from a slow mirror (128 KiB/s), for a download that lasts.
+    location /slow/ {{ alias {self.root}/; limit_rate 128k; }}
   }}
 }}
 """

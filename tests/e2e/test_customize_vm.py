@@ -45,7 +45,7 @@ from tests.e2e.harness import (
     partitions,
 )
 from tests.e2e.mirror import Nginx
-from tests.e2e.vm import Boot, Kernel, kernel, run_qemu, user_net
+from tests.e2e.vm import Boot, Kernel, end_pool, kernel, run_qemu, user_net
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
@@ -281,8 +281,10 @@ def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[dict[str, Fut
     }
     pool = ThreadPoolExecutor(2, thread_name_prefix="customize")
     futures = {n: pool.submit(_timed, fn, env) for n, fn in SCENARIOS.items() if n in selected}
-    yield futures
-    pool.shutdown(wait=True)
+    try:
+        yield futures
+    finally:
+        end_pool(pool, futures.values())
 
 
 @pytest.mark.parametrize(

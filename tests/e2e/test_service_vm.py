@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.vm import Boot, Kernel, boot, cpio_of, initramfs, kernel
+from tests.e2e.vm import Boot, Kernel, boot, cpio_of, end_pool, initramfs, kernel
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
@@ -143,19 +143,22 @@ def service_runs(
     extra1 = payload(run1, metal, signing_key, corrupt=False)
     extra2 = payload(run2, metal, signing_key, corrupt=True)
     extra3 = payload(run3, metal, signing_key, corrupt=False)
-    with ThreadPoolExecutor(3) as pool:
-        f1 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra1], disk1, CMDLINE, workdir=run1, timeout=1800
-        )
-        f2 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra2], disk2, CMDLINE, workdir=run2, timeout=1800
-        )
-        f3 = pool.submit(
-            boot, vm_kernel, [base_initrd, extra3], disk3,
-            CMDLINE + " nestos.inst.skip_reboot", workdir=run3, timeout=1800,
-            stop_on="Starting login shell",
-        )  # fmt: skip
-        boots = [f1.result(), f2.result(), f3.result()]
+    jobs = [
+        (run1, disk1, extra1, CMDLINE, None),
+        (run2, disk2, extra2, CMDLINE, None),
+        (run3, disk3, extra3, CMDLINE + " nestos.inst.skip_reboot", "Starting login shell"),
+    ]
+    pool = ThreadPoolExecutor(3)
+    futs: list[Future[Boot]] = []
+    try:
+        for run, disk, extra, cmdline, stop_on in jobs:
+            parts = [base_initrd, extra]
+            job = pool.submit(boot, vm_kernel, parts, disk, cmdline, workdir=run, timeout=1800,
+                              stop_on=stop_on)  # fmt: skip
+            futs.append(job)
+        boots = [f.result() for f in futs]
+    finally:
+        end_pool(pool, futs)
     return ServiceRuns(metal, runs, disks, boots)
 
 

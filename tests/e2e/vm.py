@@ -10,12 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("NESTOS_E2E_CACHE", "/var/tmp/nestos-e2e-cache"))
@@ -184,6 +189,66 @@ def cpio_of(root: Path, out: Path) -> Path:
     return out
 
 
+# QEMU process groups started by run_qemu and not yet ended (for `stop_all`).
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+_ABORT = threading.Event()  # set by stop_all: run_qemu boots nothing more
+STOP_GRACE = 10.0  # seconds QEMU gets to exit on SIGTERM before SIGKILL
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the group is gone already
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """End a `run_qemu` process group: SIGTERM (QEMU exits cleanly, `timeout` passes
+    it on too), up to `grace` seconds, then SIGKILL to whatever is left of the group
+    (a QEMU that did not exit, guestfwd relays); reaps `timeout`.
+
+    Safe to call twice and after a normal exit: the group id is the session leader's
+    PID, which the kernel does not hand out again while any member of the group
+    lives, so the signals reach only this run's processes.
+    """
+    try:
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stop_all() -> None:
+    """End every QEMU still running and refuse new boots (pytest interrupted, or a
+    scenario pool torn down with boots in flight): worker threads blocked in run_qemu
+    return at once, with a failure, instead of after their VM timeouts."""
+    _ABORT.set()
+    with _LIVE_LOCK:
+        running = list(_LIVE)
+    for proc in running:
+        stop_group(proc)
+
+
+def end_pool(pool: ThreadPoolExecutor, futures: Iterable[Future[Any]]) -> None:
+    """Tear down a pool of parallel scenarios. Normally every future is done by then;
+    after an early stop (`pytest -x`, Ctrl-C, an error in the fixture) the pending ones
+    are cancelled and the running ones' VMs stopped, so teardown does not wait for
+    VMs whose result nobody reads."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    if all(f.done() for f in futures):
+        pool.shutdown(wait=True)
+        return
+    stop_all()
+    pool.shutdown(wait=True)
+    _ABORT.clear()  # the next module boots normally
+
+
 @dataclass
 class Boot:
     log: str
@@ -244,11 +309,22 @@ def run_qemu(
     start = time.monotonic()
     seen: dict[str, float] = {}
     watch = tuple(marks) + ((stop_on,) if stop_on else ())
+    # Its own session: `timeout`, QEMU and QEMU's guestfwd relays form one process
+    # group, which `stop_group` ends as a whole (killing `timeout` alone would leave
+    # QEMU running as an orphan).
+    if _ABORT.is_set():
+        raise RuntimeError("e2e run stopped: no more VMs are booted")
     proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     try:
-        while proc.poll() is None:
+        while proc.poll() is None and not _ABORT.is_set():
             time.sleep(0.5)
             if not watch or not log_path.exists():
                 continue
@@ -257,13 +333,13 @@ def run_qemu(
                 if m not in seen and m in text:
                     seen[m] = time.monotonic() - start
             if stop_on and stop_on in seen:
-                proc.terminate()
-                proc.wait(timeout=30)
                 break
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        # Normal exit, `stop_on`, a failure or Ctrl-C (KeyboardInterrupt): no QEMU and
+        # no relay outlives this call.
+        stop_group(proc)
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     for m in watch:
         if m not in seen and m in log:
