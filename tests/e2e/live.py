@@ -322,9 +322,12 @@ def pxe_args(
 
 
 def pxe_kargs(profile: profiles.Profile = profiles.NESTOS, extra: str = "") -> str:
-    """The live kargs a PXE menu gives (the ISO's defaults, without the ISO marker)."""
+    """The live kargs a PXE menu gives (the ISO's defaults, without the ISO marker).
+    `NESTOS_E2E_DEBUG_KARGS` (environment) adds kargs for looking into a slow or
+    failing boot, e.g. `systemd.log_target=kmsg` for timestamped unit starts."""
     base = f"{BASE_KARGS} ignition.firstboot ignition.platform.id=metal"
-    return f"{base} {extra}".strip()
+    debug = os.environ.get("NESTOS_E2E_DEBUG_KARGS", "")
+    return f"{base} {extra} {debug}".strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ our own CLI; images, signatures, stream metadata and Ignition configs come from 
 on 127.0.0.1, which the guests reach only through guestfwd (docs/e2e-harness.md).
 
 The single-VM scenarios run two at a time (one per host core: a TCG guest uses one),
-started together on first use; each test waits for its own and asserts. fleet-4 runs
-last, alone, with its four VMs at once.
+started together on first use; each test waits for its own and asserts. fleet-4 (four
+VMs at once) starts as soon as the last single scenario is running.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,12 +412,18 @@ SCENARIOS: dict[str, Callable[[Env], None]] = {
 
 
 @dataclass
+class Fleet:
+    boots: dict[int, Boot]
+    configs: list[str]
+    workdir: Path
+    wall: float
+
+
+@dataclass
 class Launched:
     futures: dict[str, Future[float]]
     seconds: dict[str, float] = field(default_factory=dict)  # also for failed ones
-
-
-_LAUNCHED: list[Launched] = []
+    fleet: Future[Fleet] | None = None
 
 
 def _timed(fn: Callable[[Env], None], env: Env, name: str, out: dict[str, float]) -> float:
@@ -429,15 +435,24 @@ def _timed(fn: Callable[[Env], None], env: Env, name: str, out: dict[str, float]
     return out[name]
 
 
+def _fleet_when_free(env: Env, singles: list[Future[float]]) -> Fleet:
+    """fleet-4 starts as soon as at most one single-VM scenario is left running: the
+    four guests then share the host with that one, and no core idles while the last
+    single scenario finishes alone."""
+    while sum(not f.done() for f in singles) > 1:
+        wait([f for f in singles if not f.done()], return_when=FIRST_COMPLETED)
+    return fleet_run(env)
+
+
 @pytest.fixture(scope="module")
 def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[Launched]:
-    """The selected single-VM scenarios, two at a time, started on first use."""
+    """The selected single-VM scenarios, two at a time, started on first use; then
+    fleet-4 (if selected) once the last single scenario is running."""
+    items = [i for i in request.session.items if isinstance(i, pytest.Function)]
     selected = {
         item.callspec.params["name"]
-        for item in request.session.items
-        if isinstance(item, pytest.Function)
-        and hasattr(item, "callspec")
-        and "name" in item.callspec.params
+        for item in items
+        if hasattr(item, "callspec") and "name" in item.callspec.params
     }
     pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="scenario")
     seconds: dict[str, float] = {}
@@ -446,12 +461,16 @@ def launched(env: Env, request: pytest.FixtureRequest) -> Iterator[Launched]:
         for name, fn in SCENARIOS.items()
         if name in selected
     }
-    _LAUNCHED.append(Launched(futures, seconds))
+    fleet_pool = ThreadPoolExecutor(1, thread_name_prefix="fleet")
+    fleet = None
+    if any(i.originalname == "test_fleet" for i in items):
+        fleet = fleet_pool.submit(_fleet_when_free, env, list(futures.values()))
+    started = Launched(futures, seconds, fleet)
     try:
-        yield _LAUNCHED[-1]
+        yield started
     finally:
         end_pool(pool, futures.values())
-    _LAUNCHED.clear()
+        end_pool(fleet_pool, [fleet] if fleet else [])
 
 
 @pytest.mark.parametrize(
@@ -467,14 +486,9 @@ def test_scenario(name: str, launched: Launched, request: pytest.FixtureRequest)
             request.node.user_properties.append(("scenario_seconds", launched.seconds[name]))
 
 
-@pytest.mark.scenario("fleet-4")
-def test_fleet(env: Env, request: pytest.FixtureRequest) -> None:
+def fleet_run(env: Env) -> Fleet:
     """Four VMs PXE-boot at once from one nginx (one port each, for the figures), each
-    with its own Ignition config; all four disks verified; per-VM install time (host
-    clock from QEMU start to "Install complete.") and bytes served reported."""
-    for started in _LAUNCHED:  # wait until the host's cores are free again
-        for fut in started.futures.values():
-            fut.exception()
+    with its own Ignition config."""
     w = env.workdir("fleet")
     configs = [
         json.dumps({"ignition": {"version": "3.3.0"}, "passwd": {"users": [{"name": f"vm{i}"}]}})
@@ -505,13 +519,23 @@ def test_fleet(env: Env, request: pytest.FixtureRequest) -> None:
             f.result()
     finally:
         end_pool(pool, futs)
-    wall = time.monotonic() - t
+    return Fleet(results, configs, w, time.monotonic() - t)
+
+
+@pytest.mark.scenario("fleet-4")
+def test_fleet(env: Env, launched: Launched, request: pytest.FixtureRequest) -> None:
+    """fleet-4: all four disks verified; per-VM install time (host clock from QEMU
+    start to "Install complete.") and bytes served reported."""
+    assert launched.fleet is not None
+    fleet = launched.fleet.result()
+    w, configs, results = fleet.workdir, fleet.configs, fleet.boots
+    request.node.user_properties.append(("scenario_seconds", fleet.wall))
     served: dict[int, int] = {}
     for h in env.web.hits():
         if h.port in env.web.ports[1:]:
             i = env.web.ports.index(h.port) - 1
             served[i] = served.get(i, 0) + h.bytes_sent
-    figures: dict[str, Any] = {"wall_seconds": round(wall, 1), "vms": []}
+    figures: dict[str, Any] = {"wall_seconds": round(fleet.wall, 1), "vms": []}
     for i in range(FLEET):
         b = results[i]
         figures["vms"].append(
