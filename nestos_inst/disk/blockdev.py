@@ -16,7 +16,7 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -450,12 +450,17 @@ def attached(path: str | os.PathLike[str], sector_size: int = 512) -> Iterator[s
 
 
 # ---- duplicate labels (docs/compat.md#after-install) ---------------------------------------------
-def filesystems_with_label(label: str) -> list[dict[str, str]]:
+def filesystems_with_label(
+    label: str, devices: Sequence[str] | None = None
+) -> list[dict[str, str]]:
     """Every filesystem on the system labelled `label` (probed, RAID members excluded,
-    one entry per filesystem UUID): udev's database when it has one, else blkid."""
-    candidates = udev.devices_with_label(label)
-    if candidates is None:
-        candidates = _blkid_all()
+    one entry per filesystem UUID): udev's database when it has one, else blkid.
+    `devices` limits the search to those block devices (probed directly)."""
+    from_udev = None if devices is not None else udev.devices_with_label(label)
+    if from_udev is not None:
+        candidates = from_udev
+    else:
+        candidates = _blkid_all() if devices is None else probe_devices(devices)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
     for fields in candidates:
@@ -473,15 +478,39 @@ def _blkid_all() -> list[dict[str, str]]:
     listed = run(["blkid", "--cache-file", "/dev/null", "-o", "device"], check=False)
     # blkid's order (as upstream reports them), duplicates dropped
     devices = list(dict.fromkeys(d for d in listed.stdout.decode(errors="replace").split() if d))
-    if not devices:
-        return []
-    probed = run(["blkid", "-p", *devices], check=False)
-    return [parse_blkid_line(line) for line in probed.stdout.decode(errors="replace").splitlines()]
+    return probe_devices(devices)
 
 
-def other_devices_with_label(dest: str, label: str = "boot") -> list[str]:
-    """When more than one `label` filesystem exists, those not on `dest` (else [])."""
-    found = filesystems_with_label(label)
+def probe_devices(devices: Sequence[str]) -> list[dict[str, str]]:
+    """`blkid -p` of each device, in order; devices with nothing on them are left out.
+
+    `blkid -p A B C` stops at the first device it finds nothing on (or cannot make
+    sense of) and never looks at the rest. Between listing and probing, a device can be
+    wiped, rewritten or detached by someone else (another install, a loop device of a
+    test run), so after such a stop the probe goes on with the devices after it.
+    """
+    out: list[dict[str, str]] = []
+    todo = list(dict.fromkeys(devices))
+    while todo:
+        probed = run(["blkid", "-p", *todo], check=False)
+        lines = probed.stdout.decode(errors="replace").splitlines()
+        found = [fields for fields in map(parse_blkid_line, lines) if fields]
+        out += found
+        if probed.returncode == 0:
+            break
+        # Every device before the one it stopped at was reported (in order).
+        reported = {fields["NAME"] for fields in found}
+        stop = next((i for i, dev in enumerate(todo) if dev not in reported), len(todo))
+        todo = todo[stop + 1 :]
+    return out
+
+
+def other_devices_with_label(
+    dest: str, label: str = "boot", devices: Sequence[str] | None = None
+) -> list[str]:
+    """When more than one `label` filesystem exists, those not on `dest` (else []);
+    `devices` limits the search as in filesystems_with_label."""
+    found = filesystems_with_label(label, devices)
     if len(found) <= 1:
         return []
     # upstream tests "path contains dest"; sysfs avoids /dev/loop1 matching /dev/loop10p1

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def build_ostree_image(
             "-E",
             "lazy_itable_init=0,lazy_journal_init=0",
             "-U",
-            "2fa6a7e8-0ad4-4a7b-9a4b-3bd8f18c8e01",
+            str(uuid.uuid4()),
             p2,
         )
         _run(
@@ -187,12 +188,14 @@ def build_ostree_image(
             "-L",
             "root",
             "-m",
-            "uuid=7d0b6e3c-5bd1-4f47-8a9e-4f3c1b9c2a10",
+            f"uuid={uuid.uuid4()}",
             p3,
             env=_XFS_SMALL_ENV,
         )
-        # nouuid: the UUID is fixed for reproducible images; parallel runs may mount twins.
-        with mounted(p3, options="nouuid") as root:
+        # A fresh UUID per image: XFS refuses to mount a second filesystem with the UUID
+        # of a mounted one, so fixed UUIDs made concurrent test runs (and the osmet
+        # benchmark) fail each other's mounts, `pack osmet`'s included.
+        with mounted(p3) as root:
             repo = root / "ostree" / "repo"
             repo.parent.mkdir(parents=True)
             _run("ostree", f"--repo={repo}", "init", "--mode=bare")

@@ -290,21 +290,48 @@ def test_wipe_keeps_saved_partitions_on_device(tmp_path: Path, ss: int) -> None:
             pass
 
 
+def _with_partitions(*devs: str) -> list[str]:
+    return [name for dev in devs for name in (dev, *(f"{dev}p{n}" for n in (1, 2, 3)))]
+
+
 def test_duplicate_boot_labels(tmp_path: Path) -> None:
+    """The label search and the `dest` exclusion, on this test's own devices only:
+    another suite running at the same time has `boot` filesystems of its own."""
     dest_img = _three_parts(tmp_path / "dest.img")
     other_img = _three_parts(tmp_path / "other.img")
     with loop_device(dest_img) as dest, loop_device(other_img) as other:
+        ours = _with_partitions(dest, other)
         _sh("mkfs.ext4", "-q", "-L", "boot", f"{dest}p1")
         _sh("mkfs.ext4", "-q", "-L", "nolabel", f"{other}p1")
-        names = [f["NAME"] for f in blockdev.filesystems_with_label("boot")]
-        assert f"{dest}p1" in names and f"{other}p1" not in names
-        assert f"{dest}p1" not in blockdev.other_devices_with_label(dest)
+        names = [f["NAME"] for f in blockdev.filesystems_with_label("boot", ours)]
+        assert names == [f"{dest}p1"]
+        # The system-wide search finds ours too (whatever else is there).
+        assert f"{dest}p1" in [f["NAME"] for f in blockdev.filesystems_with_label("boot")]
+        assert blockdev.other_devices_with_label(dest, devices=ours) == []
         _sh("mkfs.ext4", "-q", "-F", "-L", "boot", f"{other}p2")
-        others = blockdev.other_devices_with_label(dest)
-        assert f"{other}p2" in others and f"{dest}p1" not in others
+        assert blockdev.other_devices_with_label(dest, devices=ours) == [f"{other}p2"]
     note = blockdev.duplicate_label_note(["/dev/sdb1"])
     assert note.startswith("\nNote: detected other devices with a filesystem labeled `boot`:\n")
     assert "  - /dev/sdb1\n" in note and note.endswith("wiping them with `wipefs -a`.\n\n")
+
+
+def test_probe_goes_on_after_a_blank_device(tmp_path: Path) -> None:
+    """`blkid -p A B` stops at a device with nothing on it; the probe must still report
+    B (a device wiped or rewritten between listing and probing, as under a concurrent
+    install or test run)."""
+    blank, labelled = tmp_path / "blank.img", tmp_path / "labelled.img"
+    for img in (blank, labelled):
+        with open(img, "wb") as f:
+            f.truncate(8 * MIB)
+    _sh("mkfs.ext4", "-q", "-L", "boot", str(labelled))
+    with (
+        loop_device(blank, partitions=False) as b,
+        loop_device(labelled, partitions=False) as lab,
+    ):
+        stop = subprocess.run(["blkid", "-p", b, lab], capture_output=True, check=False)
+        assert stop.returncode != 0 and lab.encode() not in stop.stdout  # why it is needed
+        found = blockdev.probe_devices([b, lab, b, lab])
+        assert [(f["NAME"], f.get("LABEL")) for f in found] == [(lab, "boot")]
 
 
 _NS_CHILD = """

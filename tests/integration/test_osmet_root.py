@@ -73,7 +73,7 @@ def source_repo(image: OstreeImage) -> Iterator[Path]:
     """The image's own repo, mounted read-only without log replay (leaves it intact)."""
     with (
         loop_device(image.path, sector_size=image.sector_size) as dev,
-        mounted(f"{dev}p3", options="ro,norecovery,nouuid") as root,
+        mounted(f"{dev}p3", options="ro,norecovery") as root,
     ):
         yield root / "ostree" / "repo"
 
