@@ -6,6 +6,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -52,6 +53,22 @@ def pytest_configure(config: pytest.Config) -> None:
     del config
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM (a CI timeout, a stopped session) and SIGHUP (a closed terminal) would
+    # end the run on the spot, leaving loop devices and mounts behind; as an
+    # interruption the fixtures and context managers release them first
+    # (tests/helpers/loop.py). Only when they would otherwise kill us.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _interrupt)
+
+
+class Terminated(KeyboardInterrupt):
+    """The test run got SIGTERM or SIGHUP: stop like Ctrl-C, cleaning up."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise Terminated(signal.Signals(signum).name)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

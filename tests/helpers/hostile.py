@@ -8,12 +8,12 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.helpers.cli import REPO
+from tests.helpers.loop import mounted
 
 MEMORY_CAP = 1 << 30  # far above what any command needs, far below "read it all"
 
@@ -83,20 +83,8 @@ def endless_fifo(directory: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def tiny_fs(size_kib: int = 64) -> Iterator[Path]:
     """A real tmpfs of `size_kib` KiB (needs root), unmounted by its exact path."""
-    where = Path(tempfile.mkdtemp(prefix="nestos-test-tiny-"))
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(where)],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            yield where
-        finally:
-            subprocess.run(["umount", str(where)], capture_output=True, check=False)
-    finally:
-        with contextlib.suppress(OSError):
-            where.rmdir()
+    with mounted("tmpfs", fstype="tmpfs", options=f"size={size_kib}k,mode=0755") as where:
+        yield where
 
 
 def fill(directory: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from tests.helpers.gpgkey import SigningKey
+from tests.helpers.loop import loop_device
 
 MiB = 1 << 20
 Fmt = Literal["raw", "xz", "xz-mt", "gzip", "zstd"]
@@ -116,13 +117,9 @@ def _partition(raw: Path, recipe: Recipe, sizes: dict[str, int]) -> list[dict[st
     script += f'size={sizes["efi"] // 1024}KiB, type={EFI_SYSTEM}, name="EFI-SYSTEM"\n'
     script += f'size={sizes["boot"] // 1024}KiB, type={LINUX_FS}, name="boot"\n'
     script += f'type={LINUX_FS}, name="root"\n'
-    dev = _run("losetup", "-f", "--show", "--sector-size", str(recipe.sector_size), str(raw))
-    dev = dev.strip()
-    try:
+    with loop_device(raw, sector_size=recipe.sector_size, partitions=False) as dev:
         _run("sfdisk", "--quiet", "--wipe", "always", dev, stdin=script.encode())
         table = json.loads(_run("sfdisk", "--json", dev))
-    finally:
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
     parts: list[dict[str, object]] = table["partitiontable"]["partitions"]
     return parts
 

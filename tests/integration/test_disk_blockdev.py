@@ -43,15 +43,8 @@ def _sh(*argv: str) -> str:
 @contextlib.contextmanager
 def scanning_loop(image: Path, sector_size: int = 512) -> Iterator[str]:
     """A loop device with partition scanning on (-P), so BLKRRPART works (and drops nodes)."""
-    argv = ["losetup", "-f", "--show", "-P"]
-    if sector_size != 512:
-        argv += ["--sector-size", str(sector_size)]
-    dev = _sh(*argv, str(image)).strip()
-    try:
+    with loop_device(image, sector_size=sector_size, partitions=False, scan=True) as dev:
         yield dev
-    finally:
-        subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
 
 
 def _three_parts(path: Path, sector_size: int = 512) -> Path:
