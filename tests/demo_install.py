@@ -35,16 +35,17 @@ def main() -> int:
 
 
 def demo_install(work: Path) -> int:
-    """The install stage of `make demo` (needs root: losetup, mount)."""
+    """The install stage of `make demo` (needs root: losetup, mount). Commands run in
+    `work` and are shown with paths relative to it."""
+    work.mkdir(parents=True, exist_ok=True)
     key = make_key(work / "gpg")
     try:
         img = MetalImageFactory(work / "media", key)
         (work / "media").mkdir()
         metal = img.get(Recipe(), "xz")
         assert metal.sig is not None
-        ign = work / "config.ign"
-        ign.write_text(
-            '{"ignition": {"version": "3.4.0"}, "passwd": {"users": [{"name": "core"}]}}'
+        (work / "config.ign").write_text(
+            '{"ignition": {"version": "3.4.0"}, "passwd": {"users": [{"name": "nest"}]}}'
         )
         disk = work / "vm.img"
         with open(disk, "wb") as f:
@@ -53,31 +54,30 @@ def demo_install(work: Path) -> int:
             srv.add("/nestos-metal.x86_64.raw.xz", metal.path)
             srv.add("/nestos-metal.x86_64.raw.xz.sig", metal.sig)
             argv = [
-                "install", str(disk),
+                "install", "vm.img",
                 "--image-url", srv.url("/nestos-metal.x86_64.raw.xz"),
-                "--keyring", str(key.public),
-                "--ignition-file", str(ign),
+                "--keyring", str(key.public.relative_to(work)),
+                "--ignition-file", "config.ign",
                 "--append-karg", "nosmt",
                 "--console", "ttyS0,115200n8",
             ]  # fmt: skip
-            _show("command", "nestos-installer " + " ".join(argv))
-            proc = run_cli(*argv)
+            _show("command (in the install/ directory)", "$ nestos-installer " + " ".join(argv))
+            proc = run_cli(*argv, cwd=work)
         _show("installer stderr", proc.stderr.decode())
         if proc.returncode != 0:
             return proc.returncode
-        with loop_device(disk) as dev:
-            table = subprocess.run(
-                ["sfdisk", "-d", dev], capture_output=True, text=True, check=False
-            )
-            _show("partition table of vm.img", table.stdout)
-            with mounted(f"{dev}p3") as boot:
-                entry = sorted((boot / "loader" / "entries").iterdir())[-1]
-                _show(f"/boot/{entry.relative_to(boot)}", entry.read_text())
-                conf = boot / "ignition" / "config.ign"
-                mode = oct(conf.stat().st_mode & 0o777)
-                _show(f"/boot/ignition/config.ign (mode {mode})", conf.read_text())
-                grub = (boot / "grub2" / "grub.cfg").read_text()
-                _show("/boot/grub2/grub.cfg", grub)
+        table = subprocess.run(
+            ["sfdisk", "-d", "vm.img"], capture_output=True, text=True, check=False, cwd=work
+        )
+        _show("partition table of vm.img (sfdisk -d)", table.stdout)
+        with loop_device(disk) as dev, mounted(f"{dev}p3") as boot:
+            entry = sorted((boot / "loader" / "entries").iterdir())[-1]
+            _show(f"/boot/{entry.relative_to(boot)}", entry.read_text())
+            conf = boot / "ignition" / "config.ign"
+            mode = oct(conf.stat().st_mode & 0o777)
+            _show(f"/boot/ignition/config.ign (mode {mode})", conf.read_text())
+            grub = (boot / "grub2" / "grub.cfg").read_text()
+            _show("/boot/grub2/grub.cfg", grub)
         return 0
     finally:
         key.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,15 +18,17 @@ def run_cli(
     env: dict[str, str] | None = None,
     stdout: int | None = subprocess.PIPE,
     timeout: float = 600,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """`python -m nestos_inst ARGS` with this checkout first on the path."""
+    """`python -m nestos_inst ARGS` with this checkout first on the path (`wrapper`:
+    a command that runs it, e.g. in a namespace of its own)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.setdefault("LC_ALL", "C")
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
+        [*wrapper, sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
         input=input,
         stdout=stdout,
         stderr=subprocess.PIPE,

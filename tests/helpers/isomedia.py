@@ -19,7 +19,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +323,27 @@ def assert_truncated_refused(iso: Path, tmp_path: Path) -> None:
             IsoFs(fd)
     finally:
         os.close(fd)
+
+
+def parse_mutated(
+    data: bytes,
+    edits: Iterable[tuple[int, bytes]],
+    path: Path,
+    parse: Callable[[Path], object],
+) -> None:
+    """Write `data` with each (offset, patch) applied to `path` and run `parse` on it.
+    Refusing the damaged image with a NestosError is fine; anything else (a crash, a
+    Python exception of another kind) fails the property test that calls this."""
+    from nestos_inst.errors import NestosError
+
+    mutated = bytearray(data)
+    for offset, patch in edits:
+        mutated[offset : offset + len(patch)] = patch
+    path.write_bytes(bytes(mutated))
+    try:
+        parse(path)
+    except NestosError:
+        pass
 
 
 def ok(result: Result) -> Result:

@@ -36,6 +36,7 @@ from tests.helpers.isomedia import (
     sha,
     temps,
 )
+from tests.helpers.tlscert import self_signed
 
 FEATURES = {
     "installer-config": True,
@@ -69,26 +70,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for key, (name, data) in files.items():
         (root / name).write_bytes(data)
         out[key] = str(root / name)
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=customize CA",
-            "-keyout",
-            str(root / "ca.key"),
-            "-out",
-            str(root / "ca.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(root, "customize CA")
     out["ca"] = str(root / "ca.pem")
     return out
 

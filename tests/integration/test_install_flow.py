@@ -56,6 +56,32 @@ def install(
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
+def install_wipes(
+    tmp_path: Path, img: MetalImage, key: SigningKey, *extra: str | os.PathLike[str],
+    size_mib: int = 64, sector_size: int = 512,
+) -> tuple[str, str]:  # fmt: skip
+    """Install onto a blank disk where it must fail after writing: exit 1 and the
+    partition table wiped. Returns (device, stderr) for the message checks."""
+    with blank_disk(tmp_path, size_mib=size_mib, sector_size=sector_size) as dev:
+        rc, _, err = install(dev, img, key, *extra)
+        assert rc == 1, err
+        assert_wiped(dev)
+    return dev, err
+
+
+def install_touches_nothing(
+    tmp_path: Path, img: MetalImage, key: SigningKey, *extra: str | os.PathLike[str]
+) -> str:
+    """Install onto a blank disk where it must fail before writing: exit 1 and not a
+    byte changed. Returns stderr."""
+    with blank_disk(tmp_path) as dev:
+        before = digest(dev)
+        rc, _, err = install(dev, img, key, *extra)
+        assert rc == 1, err
+        assert digest(dev) == before
+    return err
+
+
 def table(dev: str) -> list[dict[str, object]]:
     proc = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -439,11 +465,8 @@ def test_target_smaller_than_image(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz")
-    with blank_disk(tmp_path, size_mib=32) as dev:
-        rc, _, err = install(dev, img, signing_key)
-        assert rc == 1
-        assert f"image is larger than {dev}" in err
-        assert_wiped(dev)
+    dev, err = install_wipes(tmp_path, img, signing_key, size_mib=32)
+    assert f"image is larger than {dev}" in err
 
 
 def test_image_reaching_into_saved_partition(
@@ -477,33 +500,24 @@ def test_512_image_on_4096_device(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz")
-    with blank_disk(tmp_path, sector_size=4096) as dev:
-        rc, _, err = install(dev, img, signing_key)
-        assert rc == 1
-        assert "source has sector size 512 but destination has sector size 4096" in err
-        assert_wiped(dev)
+    _, err = install_wipes(tmp_path, img, signing_key, sector_size=4096)
+    assert "source has sector size 512 but destination has sector size 4096" in err
 
 
 def test_missing_boot_label(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, ignition: Path
 ) -> None:
     img = factory.get(Recipe(boot_label="notboot"), "xz")
-    with blank_disk(tmp_path) as dev:
-        rc, _, err = install(dev, img, signing_key, "-i", ignition)
-        assert rc == 1
-        assert f"couldn't find boot device for {dev}" in err
-        assert_wiped(dev)
+    dev, err = install_wipes(tmp_path, img, signing_key, "-i", ignition)
+    assert f"couldn't find boot device for {dev}" in err
 
 
 def test_two_boot_labels(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, ignition: Path
 ) -> None:
     img = factory.get(Recipe(second_boot_label=True), "xz")
-    with blank_disk(tmp_path) as dev:
-        rc, _, err = install(dev, img, signing_key, "-i", ignition)
-        assert rc == 1
-        assert f'found multiple devices on {dev} with label "boot"' in err
-        assert_wiped(dev)
+    dev, err = install_wipes(tmp_path, img, signing_key, "-i", ignition)
+    assert f'found multiple devices on {dev} with label "boot"' in err
 
 
 def test_preserve_on_error(
@@ -550,27 +564,18 @@ def test_http_ignition_without_hash_touches_nothing(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz")
-    with blank_disk(tmp_path) as dev:
-        before = digest(dev)
-        rc, _, err = install(dev, img, signing_key, "-I", "http://127.0.0.1:9/config.ign")
-        assert rc == 1
-        assert (
-            "refusing to fetch Ignition config over HTTP without --ignition-hash or "
-            "--insecure-ignition"
-        ) in err
-        assert digest(dev) == before
+    err = install_touches_nothing(tmp_path, img, signing_key, "-I", "http://127.0.0.1:9/config.ign")
+    assert (
+        "refusing to fetch Ignition config over HTTP without --ignition-hash or --insecure-ignition"
+    ) in err
 
 
 def test_unsigned_image_refused_without_insecure(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz", sign=False)
-    with blank_disk(tmp_path) as dev:
-        before = digest(dev)
-        rc, _, err = install(dev, img, signing_key)
-        assert rc == 1
-        assert "--insecure not specified and signature not found" in err
-        assert digest(dev) == before
+    err = install_touches_nothing(tmp_path, img, signing_key)
+    assert "--insecure not specified and signature not found" in err
 
 
 def test_duplicate_boot_note(

@@ -1,8 +1,12 @@
 """Structured journal records and sd_notify STATUS= from a real service-mode install.
 
-No journald runs here, so the test binds the datagram socket journald would own
-(/run/systemd/journal/socket) and a NOTIFY_SOCKET, runs `nestos-installer service run`
-as a subprocess against a fake command line and installer.d, and decodes what arrived.
+No journald runs here, so the test binds a datagram socket of its own and a
+NOTIFY_SOCKET, runs `nestos-installer service run` as a subprocess against a fake
+command line and installer.d, and decodes what arrived. The subprocess runs in a
+private mount namespace whose /run is a fresh tmpfs with the test's socket at
+/run/systemd/journal/socket, where libsystemd (and our fallback) send: the real path
+for the code under test, and nothing in the machine's /run that a second test run (or
+a real journald) could collide with.
 """
 
 from __future__ import annotations
@@ -13,20 +17,25 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from nestos_inst.progress import ProgressEvent
 from nestos_inst.service import journal as journal_mod
 from nestos_inst.service.journal import JournalReporter, _encode
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import REPO, run_cli
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImageFactory, Recipe
 
-JOURNAL = Path("/run/systemd/journal/socket")
 P = "NESTOS_INSTALLER_"
+# Runs "$@" with the directory "$0" as /run/systemd/journal, /run being a private tmpfs.
+_PRIVATE_RUN = (
+    "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/systemd/journal && "
+    'mount --bind "$0" /run/systemd/journal && exec "$@"'
+)
 
 
 def decode(datagram: bytes) -> dict[str, str]:
@@ -77,12 +86,25 @@ def bound(path: Path) -> Iterator[socket.socket]:
                 d.rmdir()
 
 
+@dataclass
+class FakeJournald:
+    """The test's stand-in for journald's socket, and how to run a command that sees
+    it at /run/systemd/journal/socket."""
+
+    sock: socket.socket
+    path: Path
+    wrapper: list[str]
+
+
 @pytest.fixture
-def fake_journald() -> Iterator[socket.socket]:
-    if JOURNAL.exists():
-        pytest.skip(f"{JOURNAL} exists: a journald (or another test) owns it")
-    with bound(JOURNAL) as sock:
-        yield sock
+def fake_journald(tmp_path: Path) -> Iterator[FakeJournald]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a private mount namespace)")
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _PRIVATE_RUN]
+    with bound(jdir / "socket") as sock:
+        yield FakeJournald(sock, jdir / "socket", [*wrapper, str(jdir)])
 
 
 @pytest.fixture
@@ -95,14 +117,25 @@ def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 # ---- unit level: the reporter itself ----------------------------------------------
 
 
-def test_reporter_fields(
-    fake_journald: socket.socket, notify: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", notify[1])
-    rep = JournalReporter(device="/dev/vda", image="/srv/metal.raw.gz")
-    rep(ProgressEvent("write", "disk", 512 << 20, 1 << 30, False))
-    rep.stage("complete", "Install complete.")
-    records = [decode(d) for d in drain(fake_journald)]
+_REPORTER = """
+from nestos_inst.progress import ProgressEvent
+from nestos_inst.service.journal import JournalReporter
+rep = JournalReporter(device="/dev/vda", image="/srv/metal.raw.gz")
+rep(ProgressEvent("write", "disk", 512 << 20, 1 << 30, False))
+rep.stage("complete", "Install complete.")
+"""
+
+
+def test_reporter_fields(fake_journald: FakeJournald, notify: tuple[socket.socket, str]) -> None:
+    """The reporter as the service runs it (systemd-python when installed)."""
+    proc = subprocess.run(
+        [*fake_journald.wrapper, sys.executable, "-c", _REPORTER],
+        env={**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": notify[1]},
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    records = [decode(d) for d in drain(fake_journald.sock)]
     assert records[0]["MESSAGE"] == "Read disk 512.0 MiB/1.0 GiB (50%)"
     assert records[0][P + "STAGE"] == "write"
     assert records[0][P + "BYTES_DONE"] == str(512 << 20)
@@ -121,12 +154,18 @@ def test_reporter_fields(
 
 
 def test_fallback_encoder_matches_the_protocol(
-    fake_journald: socket.socket, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without systemd-python the same datagrams are written by hand."""
     monkeypatch.setattr(
         journal_mod, "_backends", lambda: (journal_mod._fallback_send, journal_mod._fallback_notify)
     )
+    with bound(tmp_path / "socket") as sock:
+        monkeypatch.setattr(journal_mod, "JOURNAL_SOCKET", str(tmp_path / "socket"))
+        _fallback_record(sock)
+
+
+def _fallback_record(fake_journald: socket.socket) -> None:
     rep = JournalReporter(device="/dev/sda")
     rep.stage("failed", "Install failed: Error: x\n\nCaused by:\n    y", priority=3)
     (rec,) = [decode(d) for d in drain(fake_journald)]
@@ -186,13 +225,13 @@ def test_service_install_journal_fields(
     tmp_path: Path,
     factory: MetalImageFactory,
     signing_key: SigningKey,
-    fake_journald: socket.socket,
+    fake_journald: FakeJournald,
     notify: tuple[socket.socket, str],
 ) -> None:
     conf, disk, cmdline, image = setup_service(tmp_path, factory, signing_key)
     proc = run_cli(
         "service", "run", "--cmdline-file", cmdline, "--config-dir", conf,
-        env={"NOTIFY_SOCKET": notify[1]},
+        env={"NOTIFY_SOCKET": notify[1]}, wrapper=fake_journald.wrapper,
     )  # fmt: skip
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
@@ -201,7 +240,7 @@ def test_service_install_journal_fields(
     assert f"nestos-installer install (from {conf}/0000-test.yaml, kernel command line)" in out
     assert f"Running with arguments: --image-file {image} " in out
     assert "--platform qemu" in out and "--fetch-retries infinite" in out
-    records = [decode(d) for d in drain(fake_journald)]
+    records = [decode(d) for d in drain(fake_journald.sock)]
     stages = [r[P + "STAGE"] for r in records]
     assert stages[0] == "start" and stages[-1] == "complete"
     progress = [r for r in records if P + "BYTES_DONE" in r]
@@ -227,15 +266,18 @@ def test_service_failure_is_logged_and_keeps_config(
     tmp_path: Path,
     factory: MetalImageFactory,
     signing_key: SigningKey,
-    fake_journald: socket.socket,
+    fake_journald: FakeJournald,
 ) -> None:
     conf, disk, cmdline, _ = setup_service(tmp_path, factory, signing_key, corrupt=True)
     before = (conf / "0000-test.yaml").read_bytes()
-    proc = run_cli("service", "run", "--cmdline-file", cmdline, "--config-dir", conf)
+    proc = run_cli(
+        "service", "run", "--cmdline-file", cmdline, "--config-dir", conf,
+        wrapper=fake_journald.wrapper,
+    )  # fmt: skip
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert "Error: install failed" in err
-    records = [decode(d) for d in drain(fake_journald)]
+    records = [decode(d) for d in drain(fake_journald.sock)]
     failed = [r for r in records if r[P + "STAGE"] == "failed"]
     assert len(failed) == 1
     assert failed[0]["PRIORITY"] == "3"
@@ -251,18 +293,21 @@ def test_service_failure_is_logged_and_keeps_config(
 
 
 def test_bad_karg_is_logged_before_anything_is_touched(
-    tmp_path: Path, fake_journald: socket.socket
+    tmp_path: Path, fake_journald: FakeJournald
 ) -> None:
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("nestos.inst.install_dev=/dev/vda nestos.inst.image_url=foo\n")
     conf = tmp_path / "installer.d"
     conf.mkdir()
     (conf / "a.yaml").write_text("platform: qemu\n")
-    proc = run_cli("service", "run", "--cmdline-file", cmdline, "--config-dir", conf)
+    proc = run_cli(
+        "service", "run", "--cmdline-file", cmdline, "--config-dir", conf,
+        wrapper=fake_journald.wrapper,
+    )  # fmt: skip
     err = proc.stderr.decode()
     assert proc.returncode == 1
     assert err.startswith('Error: parsing kernel argument "nestos.inst.image_url=foo"')
-    (rec,) = [decode(d) for d in drain(fake_journald)]
+    (rec,) = [decode(d) for d in drain(fake_journald.sock)]
     assert rec[P + "STAGE"] == "failed"
     assert 'kernel argument "nestos.inst.image_url=foo"' in rec["MESSAGE"]
     assert P + "DEVICE" not in rec

@@ -18,6 +18,7 @@ from nestos_inst.customize import build as b
 from nestos_inst.customize.ignition import decode_resource
 from nestos_inst.errors import NestosError, format_chain
 from nestos_inst.formats.embed import Features
+from tests.helpers.tlscert import self_signed
 
 ALL = Features(
     installer_config=True,
@@ -392,28 +393,7 @@ def test_inputs_too_large_are_refused(f: Inputs) -> None:
 
 def _ca(tmp_path: Path) -> bytes:
     """A real self-signed CA made by openssl (the same tool users would use)."""
-    import subprocess
-
-    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
+    cert = tmp_path / "ca.pem"
     if not cert.exists():
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=customize test CA",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        self_signed(tmp_path, "customize test CA")
     return cert.read_bytes()

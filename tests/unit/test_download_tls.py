@@ -19,23 +19,14 @@ import pytest
 from tests.helpers.cli import run_cli
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.httpserver import Server, http_server
+from tests.helpers.tlscert import self_signed
 
 DATA = random.Random(11).randbytes(3 << 20) + b"tls end"  # noqa: S311 - test data
 
 
 def make_cert(d: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (it is its own CA): (key, cert)."""
-    key, crt = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(crt)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, crt
+    return self_signed(d, "127.0.0.1", ip="127.0.0.1", name="server", days=1)
 
 
 @pytest.fixture(scope="module")

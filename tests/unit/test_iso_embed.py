@@ -24,6 +24,7 @@ from tests.helpers.isomedia import (
     build_live_iso,
     build_plain_iso,
     karg_area,
+    parse_mutated,
 )
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
@@ -284,17 +285,13 @@ def _exercise(path: Path) -> None:
 def test_mutations_only_raise_our_errors(
     nestos_iso: LiveIso, tmp_path: Path, edits: list[tuple[int, bytes]], target_meta: bool
 ) -> None:
-    data = bytearray(nestos_iso.path.read_bytes())
+    data = nestos_iso.path.read_bytes()
     # Aim half the edits at the metadata area (descriptors, directories, JSON files).
-    for offset, patch in edits:
-        pos = 32768 + offset % (40 * 2048) if target_meta else offset % len(data)
-        data[pos : pos + len(patch)] = patch
-    path = tmp_path / "mutated.iso"
-    path.write_bytes(bytes(data))
-    try:
-        _exercise(path)
-    except NestosError:
-        pass
+    aimed = [
+        (32768 + offset % (40 * 2048) if target_meta else offset % len(data), patch)
+        for offset, patch in edits
+    ]
+    parse_mutated(data, aimed, tmp_path / "mutated.iso", _exercise)
 
 
 def test_nestos_dir_wins_over_coreos(tmp_path: Path) -> None:
@@ -340,16 +337,8 @@ def embedded_iso(nestos_iso: LiveIso, tmp_path_factory: pytest.TempPathFactory) 
 def test_mutated_archive_only_raises_our_errors(
     nestos_iso: LiveIso, embedded_iso: Path, tmp_path: Path, edits: list[tuple[int, bytes]]
 ) -> None:
-    data = bytearray(embedded_iso.read_bytes())
-    for offset, patch in edits:
-        pos = nestos_iso.initrd_offset + offset
-        data[pos : pos + len(patch)] = patch
-    path = tmp_path / "mutated.iso"
-    path.write_bytes(bytes(data))
-    try:
-        _exercise(path)
-    except NestosError:
-        pass
+    aimed = [(nestos_iso.initrd_offset + offset, patch) for offset, patch in edits]
+    parse_mutated(embedded_iso.read_bytes(), aimed, tmp_path / "mutated.iso", _exercise)
 
 
 def test_bad_features_json(tmp_path: Path) -> None:
