@@ -7,11 +7,12 @@ PREFIX ?= /usr
 DESTDIR ?=
 
 # Everything the tests touch for real. Debian's python3-gpg/-systemd/-pyudev are the
-# GPGME, systemd and udev bindings (the venv sees them via --system-site-packages).
+# GPGME, systemd and udev bindings (the venv sees them via --system-site-packages);
+# groff-base checks the man pages (a minimal Debian lacks it: priority "standard").
 APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
 	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
 	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl \
-	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light rpm
+	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light rpm groff-base
 # `customize --network-nmstate` runs nmstate's Python library (PyPI nmstate 2.0.0,
 # libnm through python3-gi/gir1.2-nm-1.0). Its declared `nispor` dependency has no
 # build for Debian or PyPI and is not used to generate keyfiles: hence --no-deps.
