@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import re
 
 import pytest
 
-from nestos_inst.cli import build_registry
-from nestos_inst.cli.help import LongHelp, ShortHelp, long_text
+from nestos_inst.cli import Entry, build_registry
+from nestos_inst.cli.help import LongHelp, ShortHelp, long_text, print_long_help
 from tests.helpers.cli import run_cli
 
 HIDDEN_TOP = ("pack", "dev", "service")
@@ -106,6 +108,11 @@ def test_every_option_has_a_paragraph(entry: object) -> None:
         short = action.help if isinstance(action.help, str) else ""
         text = long_text(action)
         assert text != short and len(text) > len(short), (action.option_strings, action.dest)
+    assert isinstance(entry, Entry)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_long_help(entry.parser)
+    assert max(len(line) for line in out.getvalue().splitlines()) <= 80
 
 
 def test_aliases_are_accepted_but_not_shown() -> None:
