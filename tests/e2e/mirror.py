@@ -168,6 +168,10 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self._stop = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close does not)
+        except OSError:
+            pass
         self._sock.close()
         self._thread.join(timeout=5)
 
@@ -198,11 +202,13 @@ class FaultProxy:
                     data = client.recv(65536)
                     if not data:
                         break
-                    up.sendall(data)
                     buf += data
                     while b"\r\n\r\n" in buf:
                         head, buf = buf.split(b"\r\n\r\n", 1)
                         self._request(head, armed)
+                    # Forwarded only once seen: armed before the mirror can answer
+                    # (else a loaded host relays the whole body before the cut is set).
+                    up.sendall(data)
             except OSError:
                 pass
             finally:

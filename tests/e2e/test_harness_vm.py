@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,3 +114,49 @@ def test_stop_on_ends_qemu(tmp_path: Path, marker: str) -> None:
     finally:
         for pid in _pids_named(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def _get(port: int, path: str, extra: str = "") -> bytes:
+    """One HTTP/1.1 GET over a raw socket; everything the server sent until it closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n".encode())
+        out = b""
+        while True:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    return out
+
+
+def test_fault_proxy_cuts_once_then_serves_ranges(tmp_path: Path) -> None:
+    """The resume scenario's proxy on the host (no VM): the first full GET is cut at the
+    given byte count, every time (it is armed before the mirror sees the request, so a
+    fast mirror cannot outrun it); the Range request that follows is served whole."""
+    if shutil.which("nginx") is None:
+        pytest.skip("missing nginx (make e2e-deps)")
+    from tests.e2e.mirror import FaultProxy, Nginx
+
+    root = tmp_path / "www"
+    root.mkdir()
+    body = os.urandom(1 << 20)
+    (root / "img").write_bytes(body)
+    root.chmod(0o755)
+    (root / "img").chmod(0o644)
+    with Nginx(root, tmp_path / "nginx") as web:
+        for _ in range(2):
+            with FaultProxy(web.port, "/img", 256 * 1024) as proxy:
+                first = _get(proxy.port, "/img")
+                assert len(first) == 256 * 1024, len(first)  # headers + part of the body
+                head, _, part = first.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200")
+                assert body.startswith(part)
+                rest = _get(proxy.port, "/img", f"Range: bytes={len(part)}-\r\n")
+                head2, _, tail = rest.partition(b"\r\n\r\n")
+                assert head2.startswith(b"HTTP/1.1 206"), head2
+                assert part + tail == body
+                assert proxy.dropped == 1
+                assert len(proxy.ranged) == 1
