@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import lzma
 import os
 import random
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from nestos_inst.errors import FormatError
 
 
 def payload(size: int, seed: int = 1) -> bytes:
@@ -50,3 +56,33 @@ def zst(data: bytes, *extra: str) -> bytes:
 def write(path: str | os.PathLike[str], data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def filled_target(tmp_path: Path, size: int = 8 << 20) -> Iterator[tuple[Path, int]]:
+    """A `size`-byte file of 0xAA (so untouched bytes show) open read-write: (path, fd)."""
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"\xaa" * size)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        yield path, fd
+    finally:
+        os.close(fd)
+
+
+class FailingReader(io.RawIOBase):
+    """Gives `after` bytes of b"z", then fails as a decoder does (a FormatError with
+    a cause), to check that errors cross the copy threads with their chain."""
+
+    def __init__(self, after: int) -> None:
+        self.left = after
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.left <= 0:
+            raise FormatError("decoding failed") from ValueError("inner reason")
+        n = min(self.left, size if size and size > 0 else 4096)
+        self.left -= n
+        return b"z" * n

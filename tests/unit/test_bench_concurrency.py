@@ -25,13 +25,8 @@ MSG = "image is larger than the target"
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    path = tmp_path / "disk.img"
-    path.write_bytes(b"\xaa" * (8 << 20))
-    fd = os.open(path, os.O_RDWR)
-    try:
-        yield path, fd
-    finally:
-        os.close(fd)
+    with iomedia.filled_target(tmp_path) as t:
+        yield t
 
 
 def _copy_threads() -> set[threading.Thread]:
@@ -85,26 +80,12 @@ def test_stops_exactly_at_the_limit(target: tuple[Path, int], kind: str) -> None
     assert disk[4 << 20 :] == b"\xaa" * (4 << 20)
 
 
-class FailingReader(io.RawIOBase):
-    def __init__(self, after: int) -> None:
-        self.left = after
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.left <= 0:
-            raise FormatError("decoding failed") from ValueError("inner reason")
-        n = min(self.left, size if size and size > 0 else 4096)
-        self.left -= n
-        return b"z" * n
-
-
 def test_reader_error_propagates_with_its_cause(target: tuple[Path, int]) -> None:
     _, fd = target
     before = _copy_threads()
     with pytest.raises(FormatError, match="decoding failed") as info:
-        asyncio.run(copy_async(passthrough(FailingReader(300_000)), fd, offset=0, chunk=4096))
+        failing = passthrough(iomedia.FailingReader(300_000))
+        asyncio.run(copy_async(failing, fd, offset=0, chunk=4096))
     assert isinstance(info.value.__cause__, ValueError)
     assert _copy_threads() == before
 

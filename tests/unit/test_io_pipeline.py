@@ -22,13 +22,8 @@ MSG = collision_message('partition 4 ("bovik")', 4194304)
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    path = tmp_path / "disk.img"
-    path.write_bytes(b"\xaa" * (8 << 20))
-    fd = os.open(path, os.O_RDWR)
-    try:
-        yield path, fd
-    finally:
-        os.close(fd)
+    with iomedia.filled_target(tmp_path) as t:
+        yield t
 
 
 def test_collision_message() -> None:
@@ -110,25 +105,10 @@ def test_copy_up_to_limit_is_fine(target: tuple[Path, int]) -> None:
     assert n == 3 << 20
 
 
-class FailingReader(io.RawIOBase):
-    def __init__(self, after: int) -> None:
-        self.left = after
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.left <= 0:
-            raise FormatError("decoding failed") from ValueError("inner reason")
-        n = min(self.left, size if size and size > 0 else 4096)
-        self.left -= n
-        return b"z" * n
-
-
 def test_reader_error_propagates_with_chain(target: tuple[Path, int]) -> None:
     _, fd = target
     with pytest.raises(FormatError, match="decoding failed") as info:
-        copy_to_fd(passthrough(FailingReader(300_000)), fd, offset=0, chunk=4096)
+        copy_to_fd(passthrough(iomedia.FailingReader(300_000)), fd, offset=0, chunk=4096)
     assert isinstance(info.value.__cause__, ValueError)
 
 
