@@ -82,6 +82,14 @@ def install_touches_nothing(
     return err
 
 
+def forged_copy(tmp_path: Path, img: MetalImage, other_key: SigningKey) -> Path:
+    """The image, signed by a key nobody trusts (a tampered mirror)."""
+    forged = tmp_path / "forged.raw.xz"
+    forged.write_bytes(img.path.read_bytes())
+    other_key.sign(forged)
+    return forged
+
+
 def table(dev: str) -> list[dict[str, object]]:
     proc = subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -385,9 +393,7 @@ def test_bad_signature_wipes_but_keeps_saved(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, other_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz")
-    forged = tmp_path / "forged.raw.xz"
-    forged.write_bytes(img.path.read_bytes())
-    other_key.sign(forged)
+    forged = forged_copy(tmp_path, img, other_key)
     with disk_with_data(tmp_path) as dev:
         proc = run_cli(
             "install", dev, "-f", forged, "--keyring", signing_key.public, "--save-partindex", "5-"
@@ -644,9 +650,7 @@ def test_preserve_on_error_stashes_saved_partitions(
     tmp_path: Path, factory: MetalImageFactory, signing_key: SigningKey, other_key: SigningKey
 ) -> None:
     img = factory.get(Recipe(), "xz")
-    forged = tmp_path / "forged.raw.xz"
-    forged.write_bytes(img.path.read_bytes())
-    other_key.sign(forged)
+    forged = forged_copy(tmp_path, img, other_key)
     with disk_with_data(tmp_path) as dev:
         proc = run_cli(
             "install", dev, "-f", forged, "--keyring", signing_key.public,
