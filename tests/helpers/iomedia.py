@@ -86,3 +86,31 @@ class FailingReader(io.RawIOBase):
         n = min(self.left, size if size and size > 0 else 4096)
         self.left -= n
         return b"z" * n
+
+
+class EndlessReader(io.RawIOBase):
+    """Never ends: `piece` bytes of b"y" a read, counted in `reads`, to check that a
+    failed write stops the reader rather than leaving it running."""
+
+    def __init__(self, piece: int) -> None:
+        self.piece = piece
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        return b"y" * self.piece
+
+
+@contextlib.contextmanager
+def read_only_fd(tmp_path: Path) -> Iterator[int]:
+    """An empty file opened read-only: every write to it fails (EBADF)."""
+    path = tmp_path / "ro"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

@@ -91,24 +91,8 @@ def test_reader_error_propagates_with_its_cause(target: tuple[Path, int]) -> Non
 
 
 def test_writer_error_cancels_the_reader(tmp_path: Path) -> None:
-    path = tmp_path / "ro"
-    path.write_bytes(b"")
-    fd = os.open(path, os.O_RDONLY)
-    reads: list[int] = []
-
-    class Endless(io.RawIOBase):
-        def readable(self) -> bool:
-            return True
-
-        def read(self, size: int | None = -1) -> bytes:
-            reads.append(1)
-            return b"y" * 65536
-
-    try:
-        with pytest.raises(OSError) as info:
-            asyncio.run(copy_async(passthrough(Endless()), fd, offset=0, chunk=65536, depth=2))
-        assert info.value.errno is not None
-        done = len(reads)
-        assert done < 64  # the reader stopped soon after the failed write
-    finally:
-        os.close(fd)
+    endless = iomedia.EndlessReader(65536)
+    with iomedia.read_only_fd(tmp_path) as fd, pytest.raises(OSError) as info:
+        asyncio.run(copy_async(passthrough(endless), fd, offset=0, chunk=65536, depth=2))
+    assert info.value.errno is not None
+    assert endless.reads < 64  # the reader stopped soon after the failed write

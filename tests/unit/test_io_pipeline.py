@@ -120,28 +120,13 @@ def test_truncated_stream_error_propagates(target: tuple[Path, int]) -> None:
 
 
 def test_writer_error_propagates_and_stops_reader(tmp_path: Path) -> None:
-    path = tmp_path / "ro"
-    path.write_bytes(b"")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        reads: list[int] = []
-
-        class Endless(io.RawIOBase):
-            def readable(self) -> bool:
-                return True
-
-            def read(self, size: int | None = -1) -> bytes:
-                reads.append(1)
-                return b"y" * 1024
-
-        with pytest.raises(OSError) as info:
-            copy_to_fd(passthrough(Endless()), fd, offset=0, chunk=1024, depth=2)
-        assert info.value.errno is not None
-        # The first write comes once an aligned run is complete; after it fails the
-        # reader is stopped, not left running.
-        assert len(reads) < ALIGN // 1024 + 50
-    finally:
-        os.close(fd)
+    endless = iomedia.EndlessReader(1024)
+    with iomedia.read_only_fd(tmp_path) as fd, pytest.raises(OSError) as info:
+        copy_to_fd(passthrough(endless), fd, offset=0, chunk=1024, depth=2)
+    assert info.value.errno is not None
+    # The first write comes once an aligned run is complete; after it fails the
+    # reader is stopped, not left running.
+    assert endless.reads < ALIGN // 1024 + 50
 
 
 def test_read_exact() -> None:
