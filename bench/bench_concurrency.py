@@ -23,9 +23,12 @@ seconds (bench/common.py: higher is better for ours): goal >= 1.0, i.e. we keep 
 model only if it is not slower. Before timing, one run of each driver is compared byte
 for byte with the raw image, so both measure the same work.
 
+The figures and the conclusion drawn from them: docs/internals-net.md, "Why not one
+asyncio orchestration: measured".
+
 Environment: NESTOS_BENCH_CONC_MIB (image size, default 512), NESTOS_BENCH_CONC_CASES
-(default file:xz,file:xz-T2,file:zst,url:xz-T2), NESTOS_BENCH_RUNS (pairs, default 5).
-Needs root (losetup).
+(default file:xz,file:xz-T2,file:zst,url:xz-T2; formats of bench/images.py),
+NESTOS_BENCH_RUNS (pairs, default 5). Needs root (losetup).
 """
 
 from __future__ import annotations
