@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["Budget", "HttpResponse", "fetch", "fetch_bytes", "parse_retries"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+SHUTDOWN_WAIT = 5.0  # seconds stop_network() waits for cancelled tasks to end
 MAX_DELAY = 600.0
 BLOCK = 1 << 20
 # A batch is handed to the reader when it reaches BLOCK or is this old (seconds).
@@ -181,13 +182,25 @@ class _Loop:
         if inst is None:
             return
         with contextlib.suppress(Exception):
-            inst.call(inst.client.aclose())
+            inst.call(inst._shut_down())
         inst.loop.call_soon_threadsafe(inst.loop.stop)
         inst.thread.join()
         inst.loop.close()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _shut_down(self) -> None:
+        """Cancel what still runs on the loop (a body pump whose response was closed a
+        moment ago) and wait for it, bounded, then close the client: a loop stopped
+        with pending tasks would have asyncio report them destroyed at exit."""
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
+        await self.client.aclose()
 
 
 def stop_network() -> None:
