@@ -22,6 +22,7 @@ import sys
 import sysconfig
 
 PRIVATE = "/usr/lib/nestos-installer/python"
+OWN_DIST = "nestos-installer"
 # Importable only when the distribution ships the bindings; optional.
 OPTIONAL = ("gpg", "systemd", "pyudev", "_yaml")
 # Heavy or build-only parts of the stdlib a live installer never imports.
@@ -71,20 +72,42 @@ def requirements(dist: str, seen: set[str]) -> None:
             requirements(name, seen)
 
 
+def installed_names(dist: md.Distribution) -> set[str]:
+    """Top-level import names a distribution put on sys.path.
+
+    top_level.txt when it has one. Otherwise the installed-file list, but only a
+    real one (a wheel's RECORD, an egg's installed-files.txt): an egg-info directory
+    without them answers `files` from SOURCES.txt, the files of the *source tree*.
+    That is what an editable checkout carries (`pip install -e` writes
+    nestos_installer.egg-info there), and its SOURCES.txt names tests/, docs/,
+    dracut/, units/, packaging/ ... of the checkout, which then resolved to the
+    checkout's directories (or, for `packaging`, to an unrelated library).
+    Only identifiers count: .pth files, scripts in ../bin, *.data are not modules.
+    """
+    text = dist.read_text("top_level.txt")
+    if text:
+        return {t for t in text.split() if t.isidentifier()}
+    if dist.read_text("RECORD") is None and dist.read_text("installed-files.txt") is None:
+        return set()
+    out: set[str] = set()
+    for f in dist.files or ():
+        if len(f.parts) > 1:
+            name = f.parts[0]
+        elif f.name.endswith((".py", ".so")):
+            name = f.name.split(".")[0]
+        else:
+            continue
+        if name.isidentifier():
+            out.add(name)
+    return out
+
+
 def top_levels(dists: set[str]) -> set[str]:
     out: set[str] = set()
     for dist in md.distributions():
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
-        if name not in dists:
-            continue
-        text = dist.read_text("top_level.txt")
-        if text:
-            out.update(t.strip() for t in text.split() if t.strip())
-        for f in dist.files or ():
-            first = f.parts[0]
-            if first.endswith((".dist-info", ".egg-info")) or first in ("..", "__pycache__"):
-                continue
-            out.add(first.split(".")[0] if first.endswith((".py", ".so")) else first)
+        if name in dists:
+            out |= installed_names(dist)
     return out
 
 
@@ -100,7 +123,9 @@ def main() -> int:
     requirements("nestos-installer", seen)
     for extra in ("pydantic", "httpx", "pyyaml", "zstandard"):
         requirements(extra, seen)
-    names |= top_levels(seen)
+    # Our own distribution ships exactly the nestos_inst package (found by import
+    # above, data files included): whatever else its metadata lists is not runtime.
+    names |= top_levels(seen - {OWN_DIST})
     names.update(OPTIONAL)
     base = {
         "base": sys.base_prefix,
