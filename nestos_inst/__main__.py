@@ -53,7 +53,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     try:
         try:
-            parser = build_parser()
+            parser = build_parser(sys.argv[1:] if argv is None else list(argv))
             args, extra = parser.parse_known_args(argv)
             if extra:
                 # Reported with the usage of the command they were given to.

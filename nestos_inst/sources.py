@@ -20,7 +20,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from .errors import NestosError, VerifyError, chain, describe
 from .io.kernel import Writeback
 from .io.pipeline import write_all
-from .net import http
 from .profile import DEFAULT, Profile
 from .progress import Progress
 from .report import say, write
@@ -193,6 +192,8 @@ class UrlSource:
             raise NestosError(f"fetching '{self.url}'") from NestosError(
                 "not trying: the server did not answer the signature request in time"
             )
+        from .net import http  # httpx and asyncio: only when a URL is fetched
+
         resp = http.fetch(self.url, retries=self.fetch_retries)
         if resp.status != 200:
             resp.close()
@@ -212,6 +213,8 @@ class UrlSource:
         return self._sig
 
     def _fetch_signature(self) -> bytes | None:
+        from .net import http
+
         try:
             try:
                 resp, body = http.fetch_bytes(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,21 @@ from .common import Formatter, Handler, Parser, add_command
 
 # Order = order in `--help`.
 MODULES = ("install", "download", "customize", "iso", "pxe", "osmet", "service", "man")
+
+# The modules that register commands under each top-level word (a test keeps this equal
+# to what the modules register). A command line that names one of these words builds
+# only their commands: a start then imports and builds one command's parsers instead of
+# all fifty (and none of the ISO/PXE modules an install does not use).
+WORDS: dict[str, tuple[str, ...]] = {
+    "install": ("install",),
+    "download": ("download",),
+    "list-stream": ("download",),
+    "iso": ("customize", "iso"),
+    "pxe": ("customize", "pxe"),
+    "dev": ("iso", "pxe", "osmet"),
+    "pack": ("install", "iso", "osmet", "man"),
+    "service": ("service",),
+}
 
 GROUP_HELP = {
     "iso": ("Commands to manage a live ISO image", False),
@@ -110,8 +125,8 @@ class Registry:
         )
 
 
-def build_registry() -> Registry:
-    """Every command, registered by the modules in MODULES."""
+def build_registry(modules: Sequence[str] = MODULES) -> Registry:
+    """Every command of `modules` (default: all of MODULES), registered in MODULES order."""
     root = Parser(
         prog="nestos-installer",
         description="Installer for NestOS (and CoreOS-layout media)",
@@ -126,10 +141,18 @@ def build_registry() -> Registry:
     )
     reg = Registry(root)
     for name in MODULES:
+        if name not in modules:
+            continue
         module = importlib.import_module(f".{name}", __package__)
         module.register(reg)
     return reg
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: when its first argument names a command word (WORDS),
+    only the modules with commands under that word; otherwise every command (so
+    `--help`, an unknown command and option-first command lines see them all)."""
+    first = argv[0] if argv else None
+    if first is not None and first in WORDS:
+        return build_registry(WORDS[first]).root
     return build_registry().root

@@ -122,9 +122,7 @@ class FormatterFactory(Protocol):
 
 
 @contextlib.contextmanager
-def formatted_by(
-    parser: argparse.ArgumentParser, factory: FormatterFactory
-) -> Iterator[None]:
+def formatted_by(parser: argparse.ArgumentParser, factory: FormatterFactory) -> Iterator[None]:
     """Format `parser`'s help with `factory` inside the block (its documented
     `formatter_class` setting), restoring its own formatter after: one parser serves
     the short help, the long help and the man pages."""

@@ -11,17 +11,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, NestosError
-from ..formats.embed import IsoConfig, find_karg_areas
-from ..formats.iso9660 import IsoFs
 from ..io.files import IGNITION_LIMIT, KEYFILE_LIMIT, read_limited
-from ..media import iso as media
 from ..report import say
 from .common import binary_stdout, restore_sigpipe
 from .help import explain
 from .output import add_directory_option, add_keyfile_option, write_keyfiles
 
 if TYPE_CHECKING:
+    from ..formats.embed import IsoConfig
+    from ..media import iso as media
     from . import Registry
+
+# The ISO code (media/, formats/) is imported by the commands that run it, not when the
+# command line is built: other commands start without it.
 
 ISO_HELP = "ISO image"
 OUTPUT_HELP = "Write ISO to a new output file"
@@ -37,6 +39,8 @@ def output_target(output: str | None) -> media.Target:
 
 
 def modify_iso(path: str, output: str | None, edit: Callable[[IsoConfig], None]) -> None:
+    from ..media import iso as media
+
     media.modify_iso(path, output_target(output), edit)
 
 
@@ -53,11 +57,15 @@ def read_keyfile(path: str) -> bytes:
 
 
 def _ignition_embed(iso_path: str, config_path: str | None, force: bool, out: str | None) -> None:
+    from ..media import iso as media
+
     config = read_input(config_path)
     modify_iso(iso_path, out, media.embed_ignition(config, force=force))
 
 
 def _ignition_show(iso_path: str) -> None:
+    from ..media import iso as media
+
     restore_sigpipe()
     config = media.read_iso(iso_path).ignition()
     if config is None:
@@ -68,6 +76,8 @@ def _ignition_show(iso_path: str) -> None:
 
 
 def _ignition_remove(iso_path: str, out: str | None) -> None:
+    from ..media import iso as media
+
     modify_iso(iso_path, out, media.remove_ignition)
 
 
@@ -106,12 +116,16 @@ def cmd_remove(args: argparse.Namespace) -> None:
 
 
 def cmd_network_embed(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     modify_iso(
         args.iso, args.output, media.embed_network(args.keyfile, read_keyfile, force=args.force)
     )
 
 
 def cmd_network_extract(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     if args.directory is None:
         restore_sigpipe()
     files = media.network_files(args.iso)
@@ -121,6 +135,8 @@ def cmd_network_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_network_remove(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     modify_iso(args.iso, args.output, media.remove_network)
 
 
@@ -128,6 +144,8 @@ def cmd_network_remove(args: argparse.Namespace) -> None:
 
 
 def cmd_kargs_modify(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     edit = media.modify_iso_kargs(
         delete=args.delete or (), append=args.append or (), replace=args.replace or ()
     )
@@ -135,10 +153,14 @@ def cmd_kargs_modify(args: argparse.Namespace) -> None:
 
 
 def cmd_kargs_reset(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     modify_iso(args.iso, args.output, media.reset_kargs)
 
 
 def cmd_kargs_show(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     restore_sigpipe()
     areas = media.read_iso(args.iso).require_kargs()
     text = areas.default if args.default else areas.current
@@ -147,6 +169,8 @@ def cmd_kargs_show(args: argparse.Namespace) -> None:
 
 
 def cmd_reset(args: argparse.Namespace) -> None:
+    from ..media import iso as media
+
     modify_iso(args.iso, args.output, media.reset)
 
 
@@ -159,6 +183,10 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_dev_show_iso(args: argparse.Namespace) -> None:
+    from ..formats.embed import find_karg_areas
+    from ..formats.iso9660 import IsoFs
+    from ..media import iso as media
+
     restore_sigpipe()
     fd = media.open_iso(args.iso, writable=False)
     try:

@@ -8,11 +8,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..media import extract
 from .common import binary_stdout
 from .help import explain
 
 if TYPE_CHECKING:
+    from ..media import extract
     from . import Registry
 
 
@@ -22,6 +22,8 @@ def _print_path(path: str) -> None:
 
 
 def cmd_extract_pxe(args: argparse.Namespace) -> None:
+    from ..media import extract  # imported by the command that runs it
+
     extract.extract_pxe(args.iso, args.output_dir, _print_path)
 
 
@@ -32,11 +34,15 @@ def _stdout_fd() -> int:
 
 
 def cmd_extract_minimal_iso(args: argparse.Namespace) -> None:
+    from ..media import extract  # imported by the command that runs it
+
     output: extract.Output = _stdout_fd if args.output_iso == "-" else args.output_iso
     extract.extract_minimal_iso(args.iso, output, args.output_rootfs, args.rootfs_url)
 
 
 def cmd_pack_minimal_iso(args: argparse.Namespace) -> None:
+    from ..media import extract  # imported by the command that runs it
+
     extract.pack_minimal_iso(args.full_iso, args.minimal_iso, args.consume)
 
 

@@ -19,14 +19,6 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import NestosError, context
 from ..formats.glob import compile_globs
-from ..formats.initrd import (
-    list_initrd,
-    network_members,
-    network_patterns,
-    read_initrd_stream,
-    stage_initrd,
-    write_initrd,
-)
 from ..formats.kargs import check_text
 from ..io.files import (
     IGNITION_LIMIT,
@@ -67,6 +59,8 @@ def open_input(path: str | None) -> Iterator[BinaryIO]:
 
 def read_members(path: str | None, patterns: Sequence[str] | None) -> dict[str, bytes]:
     """Decode an initrd file (stdin for None/`-`) keeping members matching `patterns`."""
+    from ..formats.initrd import read_initrd_stream
+
     if patterns is not None:
         compile_globs(patterns)  # reject bad globs before touching the input
     with open_input(path) as f, context(f"reading initrd {_display(path)}"):
@@ -89,6 +83,8 @@ def write_output(data: bytes, output: str | None) -> None:
 
 
 def _ignition_wrap(args: argparse.Namespace) -> int:
+    from ..formats.initrd import write_initrd
+
     if args.output is None:
         binary_stdout()  # refuse a terminal before waiting on stdin
     config = read_limited(args.ignition_file, IGNITION_LIMIT)
@@ -108,6 +104,8 @@ def _ignition_unwrap(args: argparse.Namespace) -> int:
 
 
 def _network_wrap(args: argparse.Namespace) -> int:
+    from ..formats.initrd import write_initrd
+
     if args.output is None:
         binary_stdout()
     members: dict[str, bytes] = {}
@@ -125,6 +123,8 @@ def _network_wrap(args: argparse.Namespace) -> int:
 
 
 def _network_unwrap(args: argparse.Namespace) -> int:
+    from ..formats.initrd import network_members, network_patterns
+
     if args.directory is None:
         restore_sigpipe()
     _profile, members = network_members(read_members(args.initrd, network_patterns()))
@@ -135,6 +135,8 @@ def _network_unwrap(args: argparse.Namespace) -> int:
 
 
 def _dev_show(args: argparse.Namespace) -> int:
+    from ..formats.initrd import list_initrd
+
     restore_sigpipe()
     patterns = args.globs or ["*"]
     compile_globs(patterns)  # reject bad globs before touching the input
@@ -185,6 +187,8 @@ def extraction_targets(names: Sequence[str], directory: str) -> dict[str, str]:
 
 
 def _dev_extract(args: argparse.Namespace) -> int:
+    from ..formats.initrd import stage_initrd
+
     patterns = args.globs or ["*"]
     compile_globs(patterns)
     directory = args.directory

@@ -17,7 +17,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import FormatError, NestosError
-from ..formats import yamldoc
 from ..formats.kargs import shown
 from ..io.files import CONFIG_FILE_LIMIT, read_limited
 from .options import BY_FIELD, CONFIG_KEYS, CONFLICTS, OPTIONS, InstallConfig, is_default
@@ -126,6 +125,8 @@ def check_conflicts(cfg: InstallConfig, context: str) -> None:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Parse one YAML config file into a layer; errors name the file and the key."""
+    from ..formats import yamldoc  # PyYAML: only when there is a file to read
+
     context = f"parsing config file {path}"
     text = read_limited(path, CONFIG_FILE_LIMIT, message=f"opening config file {path}")
     try:
