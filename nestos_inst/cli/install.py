@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .help import explain
 
 if TYPE_CHECKING:
+    from ..install.config import ParsedLayer
     from ..install.options import Option
     from . import Registry
 
@@ -125,11 +126,12 @@ def _long_help(opt: Option) -> str:
     return text
 
 
-def cli_layer(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given on the command line, by field name."""
+def cli_layer(args: argparse.Namespace) -> ParsedLayer:
+    """The options given on the command line, by field name (already parsed)."""
+    from ..install.config import ParsedLayer
     from ..install.options import BY_FIELD
 
-    out: dict[str, Any] = {}
+    out = ParsedLayer()
     for name, value in vars(args).items():
         if name in BY_FIELD:
             out[name] = value
@@ -142,7 +144,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..profile import NESTOS
 
     files: list[str] = list(args.config_file)
-    layers: list[dict[str, Any]] = [load_config_file(f) for f in files]
+    layers: list[Mapping[str, Any]] = [load_config_file(f) for f in files]
     origins = [f"config file {f}" for f in files]
     layers.append(cli_layer(args))
     origins.append("command line")

@@ -12,16 +12,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, NestosError
 from ..formats.kargs import shown
 from ..io.files import CONFIG_FILE_LIMIT, read_limited
-from .options import BY_FIELD, CONFIG_KEYS, CONFLICTS, OPTIONS, InstallConfig, is_default
+from .options import (
+    BY_FIELD,
+    CONFIG_KEYS,
+    CONFLICTS,
+    OPTIONS,
+    InstallConfig,
+    coerce,
+    is_default,
+    validation_model,
+)
 
-__all__ = ["InstallConfig", "check_conflicts", "load_config_file", "merge_layers"]
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = [
+    "InstallConfig",
+    "ParsedLayer",
+    "check_conflicts",
+    "load_config_file",
+    "merge_layers",
+    "validate_layer",
+]
+
+
+class ParsedLayer(dict[str, Any]):
+    """A layer keyed by field name whose values argparse already ran through the
+    options' parsers (the command line). It is checked with the options' own
+    validator (`options.coerce`) instead of the pydantic model, with the same results
+    and messages: a command-line install then never imports pydantic. Config files
+    and kernel arguments (text from outside) always go through the model."""
 
 
 def _kebab(name: str) -> str:
@@ -60,14 +85,42 @@ def _refuse_undecodable(layer: Mapping[str, Any]) -> None:
 
 def validate_layer(layer: Mapping[str, Any], origin: str) -> InstallConfig:
     """One layer alone (a file, the kernel command line, the CLI)."""
+    return InstallConfig(**_checked(layer, origin))
+
+
+def _checked(layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """The values `layer` sets, by field name, validated and parsed."""
     try:
         _refuse_undecodable(layer)
     except NestosError as exc:
         raise NestosError(f"parsing {origin}") from exc
+    if isinstance(layer, ParsedLayer):
+        return _checked_parsed(layer, origin)
+    from pydantic import ValidationError
+
     try:
-        return InstallConfig.model_validate(dict(layer))
+        part = validation_model().model_validate(dict(layer))
     except ValidationError as exc:
         raise NestosError(f"parsing {origin}") from _render_validation(exc)
+    return {field: getattr(part, field) for field in part.model_fields_set}
+
+
+def _checked_parsed(layer: ParsedLayer, origin: str) -> dict[str, Any]:
+    """validation_model()'s checks for values that are already parsed: the same
+    validator, the same message for each offending key (pydantic's order: table order,
+    then unknown keys)."""
+    out: dict[str, Any] = {}
+    lines = []
+    for opt in OPTIONS:
+        if opt.field in layer:
+            try:
+                out[opt.field] = coerce(opt.field, layer[opt.field])
+            except ValueError as exc:
+                lines.append(f"invalid value for `{opt.key}`: {exc}")
+    lines += [f"unknown field `{_kebab(str(key))}`" for key in layer if key not in BY_FIELD]
+    if lines:
+        raise NestosError(f"parsing {origin}") from NestosError("\n".join(lines))
+    return out
 
 
 def merge_layers(
@@ -84,10 +137,10 @@ def merge_layers(
     merged: dict[str, Any] = {}
     dest_from: str | None = None
     for layer, origin in zip(layers, names, strict=False):
-        part = validate_layer(layer, origin)
-        for field in sorted(part.model_fields_set, key=_FIELD_ORDER.__getitem__):
+        part = _checked(layer, origin)
+        for field in sorted(part, key=_FIELD_ORDER.__getitem__):
             opt = BY_FIELD[field]
-            value = getattr(part, field)
+            value = part[field]
             if opt.kind == "list":
                 merged[field] = tuple(merged.get(field, ())) + tuple(value)
             elif opt.kind == "flag":
@@ -105,7 +158,7 @@ def merge_layers(
                 merged[field] = value
             elif value is not None and not is_default(opt, value):
                 merged[field] = value
-    cfg = InstallConfig.model_validate(merged)
+    cfg = InstallConfig(**merged)  # every value was checked with its layer
     check_conflicts(cfg, "reprocessing command-line arguments")
     return cfg
 

@@ -16,21 +16,24 @@ Console objects, a retry count), so nothing downstream parses a validated string
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import platform as _platform
+import typing
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, field_validator
-from pydantic_core.core_schema import ValidationInfo
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ..errors import NestosError, flat_chain
 from ..formats.kargs import check_karg, check_platform, check_text
 from ..net.retries import INFINITE, FetchRetries, parse_fetch_retries
 from .console import Console, parse_console
 from .ignition import IgnitionHash
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Kind = Literal["single", "list", "flag", "positional"]
 
@@ -157,20 +160,17 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-class InstallConfig(BaseModel):
+@dataclass(frozen=True)
+class InstallConfig:
     """Everything `install` needs, validated and normalized; immutable once built.
 
     The fields below are the options table: add an option here and it appears on the
-    command line, in config files, in the example config and in the docs.
+    command line, in config files, in the example config and in the docs. Built by
+    install/config.py from layers checked by `coerce` (values the command line's
+    parsers produced) or by the pydantic model derived from this table
+    (`validation_model()`: config files, kernel arguments). A plain dataclass, so
+    that an install from the command line starts without importing pydantic.
     """
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        populate_by_name=True,
-        alias_generator=_kebab,
-        arbitrary_types_allowed=True,
-    )
 
     stream: Annotated[
         str | None,
@@ -581,25 +581,6 @@ class InstallConfig(BaseModel):
         ),
     ] = None
 
-    # --- one validator for every field, driven by the field's Opt -------------------
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _coerce(cls, v: Any, info: ValidationInfo) -> Any:
-        assert info.field_name is not None
-        opt = BY_FIELD[info.field_name]
-        if opt.kind == "flag":
-            if not isinstance(v, bool):
-                raise ValueError("expected a boolean (true/false)")
-            return v
-        if opt.kind == "list":
-            if isinstance(v, str | bytes) or not isinstance(v, list | tuple):
-                raise ValueError("expected a list of strings")
-            return tuple(_scalar(opt, item, "expected a list of strings") for item in v)
-        if v is None or isinstance(v, list | dict | tuple):
-            return v  # None: unset; containers: pydantic's own type error
-        return _scalar(opt, v, "expected a string, found a boolean")
-
     # --- derived values ---------------------------------------------------------
 
     @property
@@ -649,6 +630,30 @@ class InstallConfig(BaseModel):
         return out
 
 
+# ---- one validator for every field, driven by the field's Opt ---------------------------
+
+
+def coerce(field: str, v: Any) -> Any:
+    """The value of `field` as the model keeps it (ValueError: the reason, one line).
+
+    Every layer passes through it: the pydantic model's one validator calls it for
+    config files and kernel arguments, install/config.py calls it directly for the
+    command line, whose values argparse already ran through the same parsers.
+    """
+    opt = BY_FIELD[field]
+    if opt.kind == "flag":
+        if not isinstance(v, bool):
+            raise ValueError("expected a boolean (true/false)")
+        return v
+    if opt.kind == "list":
+        if isinstance(v, str | bytes) or not isinstance(v, list | tuple):
+            raise ValueError("expected a list of strings")
+        return tuple(_scalar(opt, item, "expected a list of strings") for item in v)
+    if v is None or isinstance(v, list | dict | tuple):
+        return v  # None: unset; containers: pydantic's own type error
+    return _scalar(opt, v, "expected a string, found a boolean")
+
+
 def _scalar(opt: Opt, v: Any, bad: str) -> Any:
     """A YAML scalar, CLI text or already-parsed value, through the option's parser."""
     if isinstance(v, bool) or v is None or isinstance(v, list | dict | tuple):
@@ -660,17 +665,50 @@ def _scalar(opt: Opt, v: Any, bad: str) -> Any:
     return v  # parsed already (the command line, a merged layer) or left to pydantic
 
 
+# Each field's declared type, its Opt included (Annotated metadata).
+_HINTS: dict[str, Any] = typing.get_type_hints(InstallConfig, include_extras=True)
+
+
 def _table() -> tuple[Opt, ...]:
     out = []
-    for name, info in InstallConfig.model_fields.items():
-        opt = next(m for m in info.metadata if isinstance(m, Opt))
-        out.append(replace(opt, field=name, default=info.default))
+    for f in dataclasses.fields(InstallConfig):
+        opt = next(m for m in _HINTS[f.name].__metadata__ if isinstance(m, Opt))
+        out.append(replace(opt, field=f.name, default=f.default))
     return tuple(out)
 
 
 OPTIONS: tuple[Opt, ...] = _table()
 BY_FIELD: dict[str, Opt] = {o.field: o for o in OPTIONS}
 CONFIG_KEYS: tuple[str, ...] = tuple(o.key for o in OPTIONS if o.in_config)
+
+
+@functools.cache
+def validation_model() -> type[BaseModel]:
+    """The pydantic model of one layer of config-file or kernel-argument values, built
+    from the options table on first use (importing pydantic and building a validator
+    for thirty fields is a tenth of a second): same fields, types and defaults as
+    InstallConfig, YAML keys as aliases, unknown keys refused, `coerce` for every
+    field."""
+    from pydantic import ConfigDict, create_model, field_validator
+    from pydantic_core.core_schema import ValidationInfo
+
+    def check(cls: type, v: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        return coerce(info.field_name, v)
+
+    fields: dict[str, Any] = {o.field: (_HINTS[o.field], o.default) for o in OPTIONS}
+    return create_model(
+        "InstallConfig",
+        __config__=ConfigDict(
+            frozen=True,
+            extra="forbid",
+            populate_by_name=True,
+            alias_generator=_kebab,
+            arbitrary_types_allowed=True,
+        ),
+        __validators__={"coerce": field_validator("*", mode="before")(check)},
+        **fields,
+    )
 
 
 def groups() -> dict[str, list[Opt]]:

@@ -3,6 +3,7 @@ semantics."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError, format_chain
-from nestos_inst.install.config import InstallConfig, load_config_file, merge_layers
+from nestos_inst.install.config import (
+    InstallConfig,
+    ParsedLayer,
+    load_config_file,
+    merge_layers,
+    validate_layer,
+)
 from nestos_inst.install.options import CONFIG_KEYS, OPTIONS, default_architecture, example_config
 
 E3B0 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -72,11 +79,11 @@ def test_config_keys_are_upstreams_in_struct_order() -> None:
 
 
 def test_every_model_field_is_an_option_in_order() -> None:
-    assert [o.field for o in OPTIONS] == list(InstallConfig.model_fields)
+    assert [o.field for o in OPTIONS] == [f.name for f in dataclasses.fields(InstallConfig)]
 
 
 def test_full_serialization_matches_reference() -> None:
-    cfg = InstallConfig.model_validate(FULL)
+    cfg = validate_layer(FULL, "a test")
     assert " ".join(cfg.to_args()) == REFERENCE
 
 
@@ -89,8 +96,8 @@ def test_default_serializes_to_nothing() -> None:
 
 def test_frozen() -> None:
     cfg = InstallConfig()
-    with pytest.raises(ValueError, match="frozen"):
-        cfg.stream = "x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.stream = "x"  # type: ignore[misc]
 
 
 def test_lists_accumulate_scalars_last_wins() -> None:
@@ -223,6 +230,54 @@ def test_fuzz_layers_only_raise_our_errors(layer: dict[str, Any]) -> None:
         return
     # Whatever validated must serialize and re-validate to the same config.
     assert merge_layers([cfg.to_yaml_dict()]) == cfg
+
+
+def _outcome(layer: dict[str, Any]) -> InstallConfig | str:
+    try:
+        return merge_layers([layer], ["the command line"])
+    except NestosError as exc:
+        return format_chain(exc)
+
+
+_cli_text = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["ttyS0,115200n8", "3", "infinite", "http://e.com", "sha256-" + E3B0, "a=b"]),
+)
+# What argparse hands over per kind: store_true flags, appended lists, stored text.
+_CLI_VALUE = {
+    "flag": st.booleans(),
+    "list": st.lists(st.one_of(_cli_text, st.sampled_from(["tty0", "x=y", "5-"])), max_size=3),
+    "single": _cli_text,
+    "positional": _cli_text,
+}
+_KIND = {o.field: o.kind for o in OPTIONS}
+_cli_layers = st.lists(st.sampled_from(list(_KIND)), max_size=5, unique=True).flatmap(
+    lambda names: st.fixed_dictionaries({n: _CLI_VALUE[_KIND[n]] for n in names})
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_cli_layers)
+def test_command_line_layer_checks_like_the_pydantic_model(layer: dict[str, Any]) -> None:
+    """The command line's layer skips pydantic (ParsedLayer); what argparse can hand
+    over (text, flags, lists of text) gives the same config or the same message."""
+    assert _outcome(ParsedLayer(layer)) == _outcome(dict(layer))
+
+
+def test_install_from_the_command_line_needs_no_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nestos_inst.install.config import ParsedLayer, merge_layers\n"
+        "cfg = merge_layers([ParsedLayer(image_url='http://e.com', append_karg=['a=b'],"
+        " platform='qemu', dest_device='/dev/vda')])\n"
+        "assert cfg.image_url == 'http://e.com/' and cfg.append_karg == ('a=b',)\n"
+        "assert 'pydantic' not in sys.modules, 'pydantic imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
 
 
 @settings(max_examples=100, deadline=None)

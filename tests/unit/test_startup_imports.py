@@ -33,6 +33,7 @@ sys.exit(main(sys.argv[1:]))
 NETWORK = {"httpx", "httpcore", "anyio", "asyncio", "ssl", "nestos_inst.net.http"}
 ISO_AND_PXE = {"nestos_inst.media", "nestos_inst.formats.embed", "nestos_inst.formats.initrd"}
 YAML = {"yaml", "nestos_inst.formats.yamldoc"}
+PYDANTIC = {"pydantic", "pydantic_core"}
 
 
 def loaded(tmp_path: Path, *args: str | Path) -> set[str]:
@@ -54,19 +55,19 @@ def loaded(tmp_path: Path, *args: str | Path) -> set[str]:
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["install", "--help"]])
 def test_help_loads_no_network_yaml_or_media(tmp_path: Path, argv: list[str]) -> None:
     mods = loaded(tmp_path, *argv)
-    assert mods & (NETWORK | ISO_AND_PXE | YAML) == set()
+    assert mods & (NETWORK | ISO_AND_PXE | YAML | PYDANTIC) == set()
 
 
 def test_file_install_loads_no_network_yaml_or_media(tmp_path: Path) -> None:
     """An install from a local file never touches httpx, asyncio or ssl (nor the ISO
-    and PXE code, nor PyYAML without a config file)."""
+    and PXE code; nor PyYAML and pydantic without a config file)."""
     img = tmp_path / "img.raw"
     img.write_bytes(bytes(4096))
     target = tmp_path / "vm.img"
     target.write_bytes(b"")
     mods = loaded(tmp_path, "install", target, "-f", img, "--insecure", "--dry-run")
     assert "nestos_inst.install.main" in mods  # the probe saw a real install run
-    assert mods & (NETWORK | ISO_AND_PXE | YAML) == set()
+    assert mods & (NETWORK | ISO_AND_PXE | YAML | PYDANTIC) == set()
 
 
 def test_config_file_loads_yaml(tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_config_file_loads_yaml(tmp_path: Path) -> None:
     conf = tmp_path / "c.yaml"
     conf.write_text(f"image-file: {img}\ninsecure: true\n")
     mods = loaded(tmp_path, "install", target, "-c", conf, "--dry-run")
-    assert "yaml" in mods
+    assert {"yaml", "pydantic"} <= mods
     assert mods & NETWORK == set()
 
 
