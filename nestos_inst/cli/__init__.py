@@ -66,6 +66,7 @@ class Registry:
 
     def __init__(self, root: Parser) -> None:
         self.root = root
+        self.complete = True  # every module's commands (build_registry may build fewer)
         self.entries: list[Entry] = []
         self._parsers: dict[str, Parser] = {"": root}
         self._subs: dict[str, argparse._SubParsersAction] = {}  # type: ignore[type-arg]
@@ -140,6 +141,7 @@ def build_registry(modules: Sequence[str] = MODULES) -> Registry:
         help="Print version",
     )
     reg = Registry(root)
+    reg.complete = all(name in modules for name in MODULES)
     for name in MODULES:
         if name not in modules:
             continue

@@ -247,9 +247,19 @@ def register(reg: Registry) -> None:
     )
 
 
+def _every_command(reg: Registry) -> Registry:
+    """`reg` if it holds every command, else the full tree (a command line naming `pack`
+    builds only the modules with `pack` commands; the pages document all of them)."""
+    if reg.complete:
+        return reg
+    from . import build_registry
+
+    return build_registry()
+
+
 def _man_cmd(reg: Registry) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        write_man_pages(reg, Path(args.directory))
+        write_man_pages(_every_command(reg), Path(args.directory))
         return 0
 
     return run
@@ -259,7 +269,7 @@ def _md_cmd(reg: Registry) -> Callable[[argparse.Namespace], int]:
     import sys
 
     def run(args: argparse.Namespace) -> int:
-        sys.stdout.write(render_markdown(reg))
+        sys.stdout.write(render_markdown(_every_command(reg)))
         return 0
 
     return run
