@@ -1,7 +1,9 @@
-"""The VM harness itself: an interrupted or stopped `run_qemu` leaves no QEMU behind.
+"""The VM harness itself: an interrupted, stopped or killed `run_qemu` leaves no QEMU
+behind.
 
 A real QEMU (no disk, no network: SeaBIOS finds nothing to boot and waits), started
-through `run_qemu` in a child Python process, which then gets SIGINT as from Ctrl-C.
+through `run_qemu` in a child Python process (or a child pytest run), which then gets
+SIGINT as from Ctrl-C, SIGTERM or SIGKILL.
 Each QEMU carries a unique `-name`, so the check looks only at this test's processes.
 No VM boots an OS, so this takes seconds; it is not a scenario of the report.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.vm import REPO
+from tests.helpers.cli import default_signal_actions
 
 pytestmark = [pytest.mark.e2e]
 
@@ -41,8 +44,43 @@ print("returned", flush=True)
 """
 
 
-def _pids_named(marker: str) -> list[int]:
-    """PIDs of processes whose command line holds `marker` (this test's QEMU)."""
+# A plain Python process (no conftest): SIGTERM keeps its default action, so the
+# process dies on the spot without unwinding, as it would on SIGKILL.
+BARE_CHILD = """
+import signal, sys
+from pathlib import Path
+from tests.e2e.vm import run_qemu
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+run_qemu(["-nic", "none", "-name", sys.argv[2]], workdir=Path(sys.argv[1]),
+         timeout=600, memory=64)
+"""
+
+# A pytest run with the repository's conftests (SIGTERM becomes an interruption, the
+# e2e hooks stop every VM): two VMs booted by a scenario-style thread pool.
+POOL_TEST = """
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from tests.e2e.vm import end_pool, run_qemu
+
+def test_pool(tmp_path: Path) -> None:
+    pool = ThreadPoolExecutor(2)
+    futs = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        futs.append(pool.submit(run_qemu, ["-nic", "none", "-name", os.environ["E2E_MARKER"]],
+                                workdir=tmp_path / str(i), timeout=600, memory=64))
+    try:
+        for f in futs:
+            f.result()
+    finally:
+        end_pool(pool, futs)
+"""
+
+
+def _pids_named(marker: str, *, qemu_only: bool = False) -> list[int]:
+    """PIDs of processes whose command line holds `marker` (this test's QEMU and the
+    `timeout` that runs it; with `qemu_only`, QEMU itself)."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -51,7 +89,8 @@ def _pids_named(marker: str) -> list[int]:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker.encode() in argv and any(a.endswith(b"qemu-system-x86_64") for a in argv):
+        named = argv[:1] if qemu_only else argv
+        if marker.encode() in argv and any(a.endswith(b"qemu-system-x86_64") for a in named):
             out.append(int(d.name))
     return out
 
@@ -95,6 +134,65 @@ def test_interrupted_run_leaves_no_qemu(tmp_path: Path, marker: str) -> None:
             child.kill()
             child.wait()
         for pid in _pids_named(marker):  # only this test's QEMU, by its unique name
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_killed_runner_leaves_no_qemu(tmp_path: Path, marker: str, sig: int) -> None:
+    """The process running `run_qemu` dies without unwinding (an unhandled SIGTERM, or
+    SIGKILL: a CI timeout's last resort): QEMU, in a session of its own, must not run
+    on for its `timeout`; it ends within seconds of its starter."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("missing qemu-system-x86_64 (make e2e-deps)")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-c", BARE_CHILD, str(tmp_path), marker],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert _wait_for(lambda: bool(_pids_named(marker)), 60), "QEMU did not start"
+        child.send_signal(sig)
+        assert child.wait(timeout=60) == -sig
+        assert _wait_for(lambda: not _pids_named(marker), 30), "QEMU outlived its starter"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stderr:
+            child.stderr.close()
+        for pid in _pids_named(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_to_pytest_run_stops_its_vms(tmp_path: Path, marker: str) -> None:
+    """SIGTERM to a pytest e2e run (a CI timeout, a stopped session) stops the VMs its
+    scenario pool started, as Ctrl-C does, and pytest ends as interrupted (exit 2)."""
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("missing qemu-system-x86_64 (make e2e-deps)")
+    (tmp_path / "test_pool.py").write_text(POOL_TEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO), E2E_MARKER=marker)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-p", "tests.conftest", "-p", "tests.e2e.conftest", "-c", str(tmp_path / "pytest.ini"),
+         "--rootdir", str(tmp_path), "--basetemp", str(tmp_path / "base"),
+         str(tmp_path / "test_pool.py")],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=default_signal_actions,  # noqa: PLW1509 - signal() only, before exec
+    )  # fmt: skip
+    try:
+        started = _wait_for(lambda: len(_pids_named(marker, qemu_only=True)) == 2, 60)
+        assert started, "QEMUs did not start"
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 2, out
+        assert "Terminated: SIGTERM" in out, out
+        assert _pids_named(marker) == [], "QEMU outlived the terminated pytest run"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+        for pid in _pids_named(marker):
             os.kill(pid, signal.SIGKILL)
 
 

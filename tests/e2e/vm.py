@@ -300,7 +300,13 @@ def run_qemu(
     RDRAND, so the guest's RNG is ready at once instead of after a minute.
     """
     log_path = workdir / f"{name}.log"
+    # `setpriv --pdeathsig TERM`: should the thread that started the VM die without
+    # unwinding (the process killed by SIGKILL, or by a SIGTERM it does not handle:
+    # any user of run_qemu outside pytest's conftest), `timeout` gets SIGTERM and
+    # ends QEMU and its relays with it, instead of letting them run out their
+    # `timeout` in a session nobody signals.
     argv = [
+        "setpriv", "--pdeathsig", "TERM",
         "timeout", "--kill-after=5", str(int(timeout)),
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1",
         "-m", str(memory), "-no-reboot", "-nographic", "-monitor", "none",
@@ -309,9 +315,9 @@ def run_qemu(
     start = time.monotonic()
     seen: dict[str, float] = {}
     watch = tuple(marks) + ((stop_on,) if stop_on else ())
-    # Its own session: `timeout`, QEMU and QEMU's guestfwd relays form one process
-    # group, which `stop_group` ends as a whole (killing `timeout` alone would leave
-    # QEMU running as an orphan).
+    # Its own session: `timeout` (setpriv execs it: same PID), QEMU and QEMU's
+    # guestfwd relays form one process group, which `stop_group` ends as a whole
+    # (killing `timeout` alone would leave QEMU running as an orphan).
     if _ABORT.is_set():
         raise RuntimeError("e2e run stopped: no more VMs are booted")
     proc = subprocess.Popen(
