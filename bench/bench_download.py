@@ -18,12 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from tests.helpers.gpgkey import SigningKey, make_key
+from bench.signing import signing_workdir
+from tests.helpers.gpgkey import SigningKey
 from tests.helpers.httpserver import http_server
 
 CACHE = Path("/var/tmp/nestos-bench-cache")
@@ -112,75 +112,76 @@ def _curl_gpg(url: str, home: Path, sig: Path) -> Sample:
 def main() -> int:
     mib = int(os.environ.get("BENCH_DOWNLOAD_MIB", "512"))
     plain, xz, _ = _inputs(mib)
-    work = Path(tempfile.mkdtemp(prefix="bench-download-", dir="/var/tmp"))
-    key: SigningKey | None = None
-    try:
-        key = make_key(work / "key")
-        for art in (plain, xz):
-            key.sign(art, work / f"{art.name}.sig")
+    with signing_workdir("bench-download-") as (work, key):
         gpg_home = work / "verify-home"
-        gpg_home.mkdir(mode=0o700)
-        subprocess.run(
-            ["gpg", "--homedir", gpg_home, "--batch", "--quiet", "--import", key.public],
-            check=True,
-            capture_output=True,
-        )
-        env = python_env()
-        ours = [sys.executable, "-m", "nestos_inst", "download", "--keyring", str(key.public)]
-        a, b = work / "a", work / "b"
-        a.mkdir()
-        b.mkdir()
-        sig = work / f"{plain.name}.sig"
+        try:
+            _run(mib, plain, xz, work=work, key=key, gpg_home=gpg_home)
+        finally:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gpg_home), "--kill", "all"],
+                capture_output=True,
+                check=False,
+            )
+    return 0
 
-        def clean() -> None:
-            for d in (a, b):
-                for f in d.iterdir():
-                    f.unlink()
 
-        print(f"artifact {mib} MiB; xz {xz.stat().st_size / MIB:.0f} MiB -> {mib} MiB")
-        with http_server() as srv:
-            for art in (plain, xz):
-                srv.add(f"/{art.name}", art)
-                srv.add(f"/{art.name}.sig", work / f"{art.name}.sig")
-            url_plain, url_xz = srv.url(f"/{plain.name}"), srv.url(f"/{xz.name}")
-            r1 = compare(
-                "download+verify vs curl -o + gpg --verify",
-                lambda: _ours([*ours, "-C", str(b), "-u", url_plain], env),
-                lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
-                goal=0.9,
-                setup=clean,
-            )
-            compare(
-                "curl | gpg --verify - vs curl -o + gpg --verify (reference)",
-                lambda: _curl_gpg(url_plain, gpg_home, sig),
-                lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
-                goal=None,
-                setup=clean,
-                note="what overlapping fetch and gpg can reach, no file written",
-            )
-            r2 = compare(
-                "download -d vs curl | xz -dc",
-                lambda: _ours([*ours, "-d", "-C", str(b), "-u", url_xz], env),
-                lambda: _pipeline(url_xz, a / "image.raw"),
-                goal=0.95,
-                setup=clean,
-            )
-        limit(
-            "download peak RSS",
-            max(r1.ours_rss_mib, r2.ours_rss_mib),
-            RSS_LIMIT_MIB,
-            unit="MiB",
+def _run(mib: int, plain: Path, xz: Path, *, work: Path, key: SigningKey, gpg_home: Path) -> None:
+    """The comparisons, with the artifacts signed by `key` and the baselines' gpg
+    trusting it from its own home `gpg_home`."""
+    for art in (plain, xz):
+        key.sign(art, work / f"{art.name}.sig")
+    gpg_home.mkdir(mode=0o700)
+    subprocess.run(
+        ["gpg", "--homedir", gpg_home, "--batch", "--quiet", "--import", key.public],
+        check=True,
+        capture_output=True,
+    )
+    env = python_env()
+    ours = [sys.executable, "-m", "nestos_inst", "download", "--keyring", str(key.public)]
+    a, b = work / "a", work / "b"
+    a.mkdir()
+    b.mkdir()
+    sig = work / f"{plain.name}.sig"
+
+    def clean() -> None:
+        for d in (a, b):
+            for f in d.iterdir():
+                f.unlink()
+
+    print(f"artifact {mib} MiB; xz {xz.stat().st_size / MIB:.0f} MiB -> {mib} MiB")
+    with http_server() as srv:
+        for art in (plain, xz):
+            srv.add(f"/{art.name}", art)
+            srv.add(f"/{art.name}.sig", work / f"{art.name}.sig")
+        url_plain, url_xz = srv.url(f"/{plain.name}"), srv.url(f"/{xz.name}")
+        r1 = compare(
+            "download+verify vs curl -o + gpg --verify",
+            lambda: _ours([*ours, "-C", str(b), "-u", url_plain], env),
+            lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
+            goal=0.9,
+            setup=clean,
         )
-        return 0
-    finally:
-        if key is not None:
-            key.close()
-        subprocess.run(
-            ["gpgconf", "--homedir", str(work / "verify-home"), "--kill", "all"],
-            capture_output=True,
-            check=False,
+        compare(
+            "curl | gpg --verify - vs curl -o + gpg --verify (reference)",
+            lambda: _curl_gpg(url_plain, gpg_home, sig),
+            lambda: _curl_then_gpg(url_plain, a / plain.name, sig, gpg_home),
+            goal=None,
+            setup=clean,
+            note="what overlapping fetch and gpg can reach, no file written",
         )
-        shutil.rmtree(work, ignore_errors=True)
+        r2 = compare(
+            "download -d vs curl | xz -dc",
+            lambda: _ours([*ours, "-d", "-C", str(b), "-u", url_xz], env),
+            lambda: _pipeline(url_xz, a / "image.raw"),
+            goal=0.95,
+            setup=clean,
+        )
+    limit(
+        "download peak RSS",
+        max(r1.ours_rss_mib, r2.ours_rss_mib),
+        RSS_LIMIT_MIB,
+        unit="MiB",
+    )
 
 
 if __name__ == "__main__":

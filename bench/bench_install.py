@@ -17,14 +17,13 @@ check that peak RSS does not grow with it), NESTOS_BENCH_RUNS (pairs, default 5)
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
 from bench.images import FORMATS, GOALS, ZSTD_VS_DD_GOAL, compressed, loop_device, raw_image
-from tests.helpers.gpgkey import SigningKey, make_key
+from bench.signing import publish, signing_workdir
+from tests.helpers.gpgkey import SigningKey
 
 RSS_LIMIT_MIB = 100
 
@@ -49,14 +48,6 @@ def raw_dd(raw: Path, dev: str) -> Sample:
     return run_pipeline([dd_argv(dev)], stdin=raw)
 
 
-def signed_copy(path: Path, work: Path, key: SigningKey) -> Path:
-    """A symlink to the cached input with a fresh detached signature beside it."""
-    link = work / path.name
-    link.symlink_to(path)
-    key.sign(link)
-    return link
-
-
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_install needs root (losetup); skipped")
@@ -65,22 +56,23 @@ def main() -> int:
     rss_gib = int(os.environ.get("NESTOS_BENCH_RSS_GIB", "0"))
     wanted = os.environ.get("NESTOS_BENCH_FORMATS", ",".join(FORMATS)).split(",")
     inputs = {fmt: compressed(fmt, size_mib) for fmt in wanted}
-    key: SigningKey | None = None
-    work = Path(tempfile.mkdtemp(prefix="bench-install-"))
-    try:
-        if os.environ.get("NESTOS_BENCH_SIGNED") == "1":
-            key = make_key(work)
-        _run(inputs, size_mib=size_mib, rss_gib=rss_gib, key=key, work=work)
-    finally:
-        if key is not None:
-            key.close()
-        shutil.rmtree(work, ignore_errors=True)
+    if os.environ.get("NESTOS_BENCH_SIGNED") != "1":
+        _run(inputs, size_mib=size_mib, rss_gib=rss_gib, signed=None)
+        return 0
+    with signing_workdir("bench-install-") as signing:
+        _run(inputs, size_mib=size_mib, rss_gib=rss_gib, signed=signing)
     return 0
 
 
 def _run(
-    inputs: dict[str, Path], *, size_mib: int, rss_gib: int, key: SigningKey | None, work: Path
+    inputs: dict[str, Path],
+    *,
+    size_mib: int,
+    rss_gib: int,
+    signed: tuple[Path, SigningKey] | None,
 ) -> None:
+    """`signed`: a directory and key (bench/signing.py) for the informational signed
+    installs; each input is published there, signed, just before its own."""
     print(f"install of a {size_mib} MiB image to a loop device")
     peak = 0.0
     with loop_device(max(size_mib, rss_gib * 1024) * MIB + MIB) as dev:
@@ -101,11 +93,12 @@ def _run(
                     lambda r=raw: raw_dd(r, dev),  # type: ignore[misc]
                     goal=ZSTD_VS_DD_GOAL,
                 )
-            if key is not None:
-                signed = signed_copy(path, work, key)
+            if signed is not None:
+                work, key = signed
+                link = work / publish(fmt, size_mib, work, key)
                 compare(
                     f"install {fmt} signed vs {FORMATS[fmt][2][0]} -dc | dd",
-                    lambda s=signed, k=key.public: ours(s, dev, k),  # type: ignore[misc]
+                    lambda s=link, k=key.public: ours(s, dev, k),  # type: ignore[misc]
                     lambda f=fmt, p=path: base(f, p, dev),  # type: ignore[misc]
                     goal=None,
                     note="gpg verification on, baseline verifies nothing",
