@@ -138,16 +138,21 @@ class GpgHome:
         # Public-key import and verification need no agent: don't spawn one per check.
         (self.path / "gpg.conf").write_text("no-autostart\n")
         try:
+            # Two gpg runs (`gpg --version`: GPGME's engine check, then again for the
+            # home directory), one per key file, one listing; verify() runs the last.
             self.ctx: Any = gpg.Context(home_dir=str(self.path), offline=True)
             self.trusted: set[str] = set()
             self._uids: dict[str, str] = {}
+            imported: list[str] = []
             for key_file in key_files:
-                self._import(key_file)
+                imported += self._import(key_file)
+            self._learn(imported)
         except BaseException:
             self.close()
             raise
 
-    def _import(self, key_file: Path) -> None:
+    def _import(self, key_file: Path) -> list[str]:
+        """Import one key file; the fingerprints of the keys it brought."""
         import gpg
 
         blob = read_limited(key_file, KEYRING_LIMIT, message=f"reading keyring {key_file}")
@@ -156,11 +161,22 @@ class GpgHome:
         except gpg.errors.GPGMEError as exc:
             raise NestosError(f"importing keyring {key_file}") from NestosError(str(exc))
         imports = getattr(result, "imports", None) or []
-        fprs = [imp.fpr for imp in imports if imp.fpr]
+        fprs = [imp.fpr.upper() for imp in imports if imp.fpr]
         if not fprs:
             raise NestosError(f"no OpenPGP public key found in {key_file}")
-        for fpr in fprs:
-            key = self.ctx.get_key(fpr)
+        return fprs
+
+    def _learn(self, fprs: Sequence[str]) -> None:
+        """Trust every subkey of the imported keys and remember their user IDs.
+
+        One listing of this home (it holds nothing but what we imported) on our own
+        context, rather than a get_key() per key: each of those clones the context,
+        and GPGME runs `gpg --version` for every clone before the listing itself.
+        """
+        wanted = set(fprs)
+        for key in self.ctx.keylist():
+            if (key.fpr or "").upper() not in wanted:
+                continue
             # Signatures name the signing subkey; trust every subkey of a trusted key.
             subkeys = [sub.fpr.upper() for sub in key.subkeys if sub.fpr]
             self.trusted.update(subkeys)
