@@ -10,13 +10,15 @@ Names:
   splice      the kernel moves a plain-HTTP body to the file and GPG's pipe (tee)
   gpgconf     GPGME is told which gpg to run instead of asking gpgconf (verify.py)
   heap        one malloc arena, fixed mmap and trim thresholds (io/heap.py)
+  direct-io   images go to block devices with O_DIRECT, around the page cache
+              (io/pipeline.py: DirectWriter)
 """
 
 from __future__ import annotations
 
 import os
 
-NAMES = frozenset({"plain-http", "splice", "heap", "gpgconf"})
+NAMES = frozenset({"plain-http", "splice", "heap", "gpgconf", "direct-io"})
 ENV = "NESTOS_INSTALLER_FAST_PATHS"
 
 
