@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 from bench.bench_url_install import base, ours
 from bench.common import MIB, Sample, compare, info, limit
-from bench.images import loop_device
+from bench.images import cold, loop_device
 from bench.nginx import nginx
 from bench.signing import publish, signing_workdir
 
@@ -93,6 +93,7 @@ def main() -> int:
                         _fleet(devs, lambda dev: base(fmt, url, dev)),
                         goal=1.0,
                         note="aggregate throughput; gpg verification on, baseline none",
+                        setup=lambda d=devs: cold(*d),  # type: ignore[misc]
                     )
                     peak = max(peak, r.ours_rss_mib)
                     total_mb = n * size_mib * MIB / 1e6

@@ -21,7 +21,15 @@ import sys
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from bench.images import FORMATS, GOALS, ZSTD_VS_DD_GOAL, compressed, loop_device, raw_image
+from bench.images import (
+    FORMATS,
+    GOALS,
+    ZSTD_VS_DD_GOAL,
+    cold,
+    compressed,
+    loop_device,
+    raw_image,
+)
 from bench.signing import publish, signing_workdir
 from tests.helpers.gpgkey import SigningKey
 
@@ -83,6 +91,7 @@ def _run(
                 lambda p=path: ours(p, dev),  # type: ignore[misc]
                 lambda f=fmt, p=path: base(f, p, dev),  # type: ignore[misc]
                 goal=GOALS[fmt],
+                setup=lambda: cold(dev),
             )
             peak = max(peak, r.ours_rss_mib)
             if fmt == "zst":
@@ -92,6 +101,7 @@ def _run(
                     lambda p=path: ours(p, dev),  # type: ignore[misc]
                     lambda r=raw: raw_dd(r, dev),  # type: ignore[misc]
                     goal=ZSTD_VS_DD_GOAL,
+                    setup=lambda: cold(dev),
                 )
             if signed is not None:
                 work, key = signed
@@ -102,6 +112,7 @@ def _run(
                     lambda f=fmt, p=path: base(f, p, dev),  # type: ignore[misc]
                     goal=None,
                     note="gpg verification on, baseline verifies nothing",
+                    setup=lambda: cold(dev),
                 )
         limit(f"install peak RSS ({size_mib} MiB image)", peak, RSS_LIMIT_MIB, unit="MiB")
         if rss_gib:

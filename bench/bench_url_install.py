@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from bench.images import FORMATS, loop_device
+from bench.images import FORMATS, cold, loop_device
 from bench.nginx import Nginx, nginx
 from bench.signing import publish, signing_workdir
 from tests.helpers.gpgkey import SigningKey
@@ -68,6 +68,7 @@ def _run(server: Nginx, names: dict[str, str], dev: str, key: SigningKey, size_m
             lambda f=fmt, u=url: base(f, u, dev),  # type: ignore[misc]
             goal=GOALS[fmt],
             note="gpg verification on, baseline verifies nothing",
+            setup=lambda: cold(dev),
         )
         peak = max(peak, r.ours_rss_mib)
     limit(f"install --image-url peak RSS ({size_mib} MiB)", peak, RSS_LIMIT_MIB, unit="MiB")

@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from bench.images import FORMATS, GOALS, ZSTD_VS_DD_GOAL, compressed, loop_device, raw_image
+from bench.images import (
+    FORMATS,
+    GOALS,
+    ZSTD_VS_DD_GOAL,
+    cold,
+    compressed,
+    loop_device,
+    raw_image,
+)
 
 RSS_LIMIT_MIB = 100
 
@@ -70,6 +78,7 @@ def main() -> int:
                 lambda p=path: ours(p, dev),  # type: ignore[misc]
                 lambda f=fmt, p=path: baseline(f, p, dev),  # type: ignore[misc]
                 goal=GOALS[fmt],
+                setup=lambda: cold(dev),
             )
             if fmt == "zst":
                 raw = raw_image(size_mib)
@@ -78,6 +87,7 @@ def main() -> int:
                     lambda p=path: ours(p, dev),  # type: ignore[misc]
                     lambda r=raw: run_pipeline([dd_argv(dev)], stdin=r),  # type: ignore[misc]
                     goal=ZSTD_VS_DD_GOAL,
+                    setup=lambda: cold(dev),
                 )
             if rss_gib and rss_gib * 1024 != size_mib:
                 big = compressed(fmt, rss_gib * 1024)

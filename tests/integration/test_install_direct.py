@@ -37,10 +37,21 @@ def install(dev: str, mode: str, *args: str | os.PathLike[str]) -> tuple[int, st
     return proc.returncode, proc.stderr.decode()
 
 
+NOISE = (
+    "Read disk ",  # progress: how many lines depends on timing
+    # the duplicate-boot note lists other test runs' loop devices labeled `boot`
+    "Note: detected other devices with a filesystem labeled",
+    "  - /dev/",
+    "The installed OS may not work correctly if there are multiple boot",
+    "Before rebooting, investigate whether these filesystems are needed",
+    "wiping them with `wipefs -a`.",
+)
+
+
 def messages(err: str, dev: str) -> str:
-    """stderr without the progress lines (their number depends on timing)."""
+    """stderr without the lines that depend on timing or on other runs' devices."""
     lines = err.replace(dev, "DEV").splitlines()
-    return "\n".join(line for line in lines if not line.startswith("Read disk "))
+    return "\n".join(line for line in lines if line and not line.startswith(NOISE))
 
 
 def read_at(path: str | os.PathLike[str], offset: int, length: int) -> bytes:
