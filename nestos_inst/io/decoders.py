@@ -29,7 +29,10 @@ from nestos_inst.errors import FormatError
 from nestos_inst.io.stream import IN_CHUNK, TRAILING_DATA, Input, read_full
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
+
+    from zstandard import ZstdDecompressionReader
 
 Format = Literal["gzip", "xz", "zstd", "raw"]
 
@@ -336,7 +339,7 @@ class ZstdDecoder(Decoder):
         self._zstd = zstandard
         self._dctx = zstandard.ZstdDecompressor()
         self._frame: _ZstdFrame | None = None
-        self._reader: BinaryIO | None = None
+        self._reader: ZstdDecompressionReader | None = None
 
     def _next_frame(self) -> bool:
         """Skip skippable frames; start the next real frame. False at the end."""
@@ -365,14 +368,37 @@ class ZstdDecoder(Decoder):
             return False
 
     def _produce(self, n: int) -> bytes:
+        pieces: list[bytes] = []
+
+        def step(reader: ZstdDecompressionReader) -> int:
+            pieces.append(reader.read(n))
+            return len(pieces[-1])
+
+        return pieces[-1] if self._decode(step) else b""
+
+    def readinto1(self, b: memoryview, /) -> int:
+        """Decode straight into `b` (DecodesInto): at least one byte unless at the end.
+        Bytes already decoded for a smaller read (the first MiB) come first."""
+        if self._off < len(self._buf):
+            n = min(len(b), len(self._buf) - self._off)
+            b[:n] = self._buf[self._off : self._off + n]
+            self._off += n
+            return n
+        if self._done or not len(b):
+            return 0
+        return self._decode(lambda reader: reader.readinto(b))
+
+    def _decode(self, step: Callable[[ZstdDecompressionReader], int]) -> int:
+        """Run `step` on the current frame's reader until it yields bytes, going on to
+        the next frame at a frame's end; 0 at the end of the stream."""
         try:
             while True:
                 if self._reader is None and not self._next_frame():
-                    return b""
+                    return 0
                 assert self._reader is not None and self._frame is not None
-                data = self._reader.read(n)
-                if data:
-                    return data
+                got = step(self._reader)
+                if got:
+                    return got
                 if not self._frame.done:
                     # the decoder saw the end of the frame before its blocks ended
                     raise self._invalid()

@@ -31,7 +31,7 @@ from typing import BinaryIO
 from nestos_inst import fastpaths
 from nestos_inst.errors import NestosError
 from nestos_inst.io.limit import WriteLimit
-from nestos_inst.io.stream import DecodesAhead, Stream, read_full
+from nestos_inst.io.stream import DecodesAhead, DecodesInto, Stream, read_full
 
 __all__ = [
     "ALIGN",
@@ -134,6 +134,10 @@ class AlignedWriter:
 # cost the same CPU; see docs/internals-io.md.
 DIRECT_BUFFER = 4 << 20
 
+# Buffers a decoder that fills them itself (DecodesInto) has: one being written, one
+# being filled, one spare.
+FILL_BUFFERS = 3
+
 _BLKSSZGET = 0x1268  # logical block size of a block device (int)
 
 
@@ -198,6 +202,7 @@ class DirectWriter:
         self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         self._map = mmap.mmap(-1, size)  # anonymous: page-aligned, reused for every write
         self._buf = memoryview(self._map)
+        self._pool: mmap.mmap | None = None
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | os.O_DIRECT)
             self._direct = True
@@ -218,15 +223,16 @@ class DirectWriter:
             self._direct = False
             fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
 
-    def _write(self, n: int) -> None:
-        """Write the buffer's first n bytes at its offset; n is a multiple of the block
-        size while direct. A device error is reported here, with its offset (buffered,
-        it would only surface at fsync, as `syncing data to disk`)."""
+    def _write(self, src: memoryview, n: int) -> None:
+        """Write the first n bytes of `src` (page-aligned) at the current offset; n is a
+        multiple of the block size while direct. A device error is reported here, with
+        its offset (buffered, it would only surface at fsync, as `syncing data to
+        disk`)."""
         done = 0
         try:
             if self._direct:
                 try:
-                    done = os.pwrite(self._fd, self._buf[:n], self._pos)
+                    done = os.pwrite(self._fd, src[:n], self._pos)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -234,7 +240,7 @@ class DirectWriter:
                 if done < n:  # refused or short (device end): the rest through the cache
                     self._buffered()
             if done < n:
-                pwrite_all(self._fd, self._buf[done:n], self._pos + done)
+                pwrite_all(self._fd, src[done:n], self._pos + done)
         except OSError as exc:
             raise NestosError(f"writing {n} bytes at {self._pos}") from exc
         self._pos += n
@@ -250,8 +256,29 @@ class DirectWriter:
             self._fill += take
             view = view[take:]
             if self._fill == size:
-                self._write(size)
+                self._write(self._buf, size)
                 self._fill = 0
+
+    def pool(self, count: int) -> list[memoryview]:
+        """`count` more page-aligned buffers of the writer's size, for a producer that
+        fills them itself (DecodesInto) and hands them to put(); freed by close()."""
+        self._pool = mmap.mmap(-1, count * self._size)
+        whole = memoryview(self._pool)
+        return [whole[i * self._size : (i + 1) * self._size] for i in range(count)]
+
+    def put(self, data: bytes | bytearray | memoryview) -> None:
+        """Write a filled buffer from pool(), uncopied: `data` starts at the buffer's
+        start. Only the last piece may end off a block boundary: its end waits for
+        flush(), which sends it through the page cache."""
+        view = memoryview(data).cast("B")
+        if self._fill:  # not at a block boundary: keep the order, copy
+            self.add(view)
+            return
+        whole = len(view) - len(view) % self._block
+        if whole:
+            self._write(view, whole)
+        if whole < len(view):
+            self.add(view[whole:])
 
     def flush(self) -> None:
         """Write what is buffered: the whole blocks directly, the rest (less than a
@@ -261,16 +288,22 @@ class DirectWriter:
             return
         whole = fill - fill % self._block
         if whole:
-            self._write(whole)
+            self._write(self._buf, whole)
             self._buf[: fill - whole] = self._buf[whole:fill]
         if fill - whole:
             self._buffered()
-            self._write(fill - whole)
+            self._write(self._buf, fill - whole)
         self._fill = 0
 
     def _release(self) -> None:
         self._buf.release()
         self._map.close()
+        if self._pool is not None:
+            # A slice of a pool buffer still referenced somewhere (a traceback) keeps
+            # the mapping exported; it is then unmapped when the last slice goes.
+            with contextlib.suppress(BufferError):
+                self._pool.close()
+            self._pool = None
 
     def close(self) -> None:
         """Give the fd its flags back, drop the written range from the page cache (any
@@ -313,11 +346,12 @@ def copy_to_fd(
     """
     guard = WriteLimit(limit, limit_message) if limit is not None else None
     block = direct_block(fd, offset)
+    inline = isinstance(reader, DecodesAhead) and reader.decodes_ahead()
+    fill = reader.readinto1 if isinstance(reader, DecodesInto) and not inline else None
     pos = offset  # end of the bytes taken from the reader (some may still wait in `out`)
     # read1 hands out whatever one decoder step produced, without assembling (copying)
     # full chunks; the writer does not care about chunk sizes.
     pull = reader.read1
-    inline = isinstance(reader, DecodesAhead) and reader.decodes_ahead()
     with contextlib.ExitStack() as stack:
         out: AlignedWriter | DirectWriter
         if block is None:
@@ -325,8 +359,14 @@ def copy_to_fd(
         else:
             out = DirectWriter(fd, offset, progress_cb, block=block)
         stack.callback(out.close)  # runs last: after the reader thread has stopped
+        write = out.add
+        pieces: Iterator[bytes | bytearray | memoryview]
         if inline:
-            pieces: Iterator[bytes | bytearray | memoryview] = iter(lambda: pull(chunk), b"")
+            pieces = iter(lambda: pull(chunk), b"")
+        elif fill is not None and isinstance(out, DirectWriter) and out.direct:
+            # the decoder fills the direct writer's buffers itself: no copy at all
+            pieces = stack.enter_context(_fill_ahead(fill, out.pool(FILL_BUFFERS)))
+            write = out.put
         else:
             pieces = stack.enter_context(_read_ahead(pull, chunk, depth))
         for data in pieces:
@@ -334,10 +374,10 @@ def copy_to_fd(
             if guard is not None:
                 allowed = guard.allowed(pos, n)
                 if allowed < n:
-                    out.add(memoryview(data)[:allowed])
+                    write(memoryview(data)[:allowed])
                     out.flush()
                     raise guard.error()
-            out.add(data)
+            write(data)
             pos += n
         out.flush()
     return pos - offset
@@ -382,6 +422,58 @@ def _read_ahead(
                 raise item
             assert isinstance(item, bytes | bytearray | memoryview)
             yield item
+
+    thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
+    thread.start()
+    try:
+        yield pieces()
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _fill_ahead(
+    readinto: Callable[[memoryview], int], buffers: list[memoryview]
+) -> Iterator[Iterator[memoryview]]:
+    """Pieces filled by `readinto` on a thread of its own, each a whole buffer of
+    `buffers` (the last one may be shorter). A buffer goes back to the filling thread
+    when the consumer asks for the next piece, i.e. once it has been written."""
+    free: queue.Queue[memoryview] = queue.Queue()
+    for buf in buffers:
+        free.put(buf)
+    full: queue.Queue[object] = queue.Queue()  # at most len(buffers) + 1 items
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    buf = free.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                n = 0
+                while n < len(buf) and (got := readinto(buf[n:])):
+                    n += got
+                if n:
+                    full.put((buf, n))
+                if n < len(buf):
+                    full.put(_EOF)
+                    return
+        except BaseException as exc:  # handed to the writer, re-raised there
+            full.put(exc)
+
+    def pieces() -> Iterator[memoryview]:
+        while True:
+            item = full.get()
+            if item is _EOF:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, tuple)
+            buf, n = item
+            yield buf[:n]
+            free.put(buf)
 
     thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
     thread.start()

@@ -62,6 +62,16 @@ class DecodesAhead(Protocol):
 
 
 @runtime_checkable
+class DecodesInto(Protocol):
+    """A stream that can decode straight into the caller's buffer (zstd): readinto1(b)
+    puts at least one byte into b unless at the end, and returns how many. The direct
+    writer's page-aligned buffers are then filled by the decoder itself, without a
+    bytes object per piece and a copy of it."""
+
+    def readinto1(self, b: memoryview, /) -> int: ...
+
+
+@runtime_checkable
 class Pushback(Protocol):
     """A source that can take bytes back: a concatenated decoder returns what it read
     past the end of its stream, so the caller's next read sees it."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import FormatError, NestosError
 from nestos_inst.io.compress import TRAILING_DATA, PushbackReader, open_decompressed, sniff
+from nestos_inst.io.stream import DecodesInto
 from tests.helpers import iomedia
 
 DATA = iomedia.payload(200_000)
@@ -167,6 +168,40 @@ def test_zstd_multiple_frames_and_skippable() -> None:
     src = io.BytesIO(joined + b"tail")
     assert open_decompressed(src, concatenated=True).read() == DATA
     assert src.read() == b"tail"
+
+
+def _readinto_all(reader: object, size: int) -> bytes:
+    """Everything readinto1 gives, into a buffer of `size` bytes at a time."""
+    assert isinstance(reader, DecodesInto)
+    buf = bytearray(size)
+    out = bytearray()
+    while n := reader.readinto1(memoryview(buf)):
+        out += buf[:n]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [1, 4096, 1 << 20, 5 << 20])
+def test_zstd_readinto1_decodes_the_same_bytes(size: int) -> None:
+    """DecodesInto (the direct writer's buffers filled by the decoder): the same bytes
+    as read(), across frames and skippable frames, after a smaller read() too, and the
+    same end checks (finish, trailing data)."""
+    a, b = DATA[:50000], DATA[50000:]
+    skippable = (0x184D2A5E).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"xyz"
+    joined = iomedia.zst(a) + skippable + iomedia.zst(b)
+    reader = open_decompressed(io.BytesIO(joined))
+    head = reader.read(1000)  # what write_image does with the first MiB
+    assert head + _readinto_all(reader, size) == DATA
+    reader.finish()
+    with pytest.raises(FormatError, match=TRAILING_DATA):
+        _readinto_all(open_decompressed(io.BytesIO(joined + b"\0")), size)
+    with pytest.raises(FormatError, match="truncated"):
+        _readinto_all(open_decompressed(io.BytesIO(joined[:-5])), size)
+
+
+def test_only_zstd_decodes_into_buffers() -> None:
+    for blob in (iomedia.gz(DATA), iomedia.xz_single(DATA), iomedia.xz_multiblock(DATA), DATA):
+        assert not isinstance(open_decompressed(io.BytesIO(blob)), DecodesInto)
+    assert isinstance(open_decompressed(io.BytesIO(iomedia.zst(DATA))), DecodesInto)
 
 
 def test_gzip_second_member_is_trailing_data() -> None:

@@ -6,19 +6,22 @@ runs right after each write, when the fd's status flags say which route wrote it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import io
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nestos_inst.errors import NestosError
+from nestos_inst.errors import FormatError, NestosError
 from nestos_inst.io.compress import open_decompressed, passthrough
 from nestos_inst.io.limit import collision_message
 from nestos_inst.io.pipeline import DIRECT_BUFFER, DirectWriter, copy_to_fd, direct_block
+from nestos_inst.io.stream import DecodesInto
 from tests.helpers import iomedia
 from tests.helpers.loop import loop_device, mounted
 
@@ -283,3 +286,93 @@ def test_unaligned_start_stays_buffered(tmp_path: Path) -> None:
     with disk(tmp_path, 512) as (_, fd):
         assert direct_block(fd, 12345) is None
         assert direct_block(fd, 4096) == 512
+
+
+class Watched:
+    """A zstd decoder's stream, counting which way it is read (read1: pieces copied
+    into the writer's buffer; readinto1: the buffer filled by the decoder itself)."""
+
+    def __init__(self, blob: bytes) -> None:
+        dec = open_decompressed(io.BytesIO(blob))
+        assert isinstance(dec, DecodesInto)
+        self._dec = dec
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.threads: set[str] = set()
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._dec.read(size)
+
+    def read1(self, size: int = -1, /) -> bytes:
+        self.calls["read1"] += 1
+        return self._dec.read1(size)
+
+    def readinto1(self, b: memoryview, /) -> int:
+        self.calls["readinto1"] += 1
+        self.threads.add(threading.current_thread().name)
+        return self._dec.readinto1(b)
+
+    def finish(self) -> None:
+        self._dec.finish()
+
+    def close(self) -> None:
+        self._dec.close()
+
+
+@pytest.mark.parametrize("sector_size", [512, 4096])
+@pytest.mark.parametrize("mode", ["all", "none"])
+def test_zstd_fills_the_direct_buffers_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sector_size: int, mode: str
+) -> None:
+    """zstd decodes straight into the direct writer's buffers (on the copy-reader
+    thread), after a first read() as write_image does; with the trick off it is read
+    in pieces as before. The same bytes either way, nothing past the end."""
+    monkeypatch.setenv("NESTOS_INSTALLER_FAST_PATHS", mode)
+    data = iomedia.payload(2 * DIRECT_BUFFER + 5 * MiB + 777, seed=21)
+    stream = Watched(iomedia.zst(data))
+    head = stream.read(MiB)
+    with disk(tmp_path, sector_size, size=24 * MiB) as (img, fd):
+        routes = Routes(fd)
+        n = copy_to_fd(stream, fd, offset=MiB, progress_cb=routes)
+        stream.finish()
+        os.fsync(fd)
+    assert n == len(data) - MiB == routes.total
+    if mode == "all":
+        assert set(stream.calls) == {"readinto1"} and stream.threads == {"copy-reader"}
+        assert routes.direct[:2] == [DIRECT_BUFFER, DIRECT_BUFFER]
+        assert sum(routes.buffered) == len(data) % sector_size
+    else:
+        assert set(stream.calls) == {"read1"} and routes.direct == []
+    disk_bytes = img.read_bytes()
+    assert head == data[:MiB]
+    assert disk_bytes[MiB : MiB + n] == data[MiB:]
+    assert disk_bytes[MiB + n :] == FILL * (23 * MiB - n)
+
+
+def test_zstd_fill_path_keeps_the_limit_and_stops_its_thread(tmp_path: Path) -> None:
+    """The limit falls inside a filled buffer: the bytes below it are written, the
+    message is the limit's, the filling thread is gone, the fd has its flags back."""
+    data = iomedia.payload(14 * MiB, seed=4)
+    stream = Watched(iomedia.zst(data))
+    with disk(tmp_path, 4096) as (img, fd):
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        with pytest.raises(NestosError) as info:
+            copy_to_fd(stream, fd, offset=MiB, limit=12 * MiB + 100, limit_message=MSG)
+        assert str(info.value) == MSG
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) == flags
+        assert "copy-reader" not in {t.name for t in threading.enumerate()}
+        assert stream.calls["readinto1"] and not stream.calls["read1"]
+        os.fsync(fd)
+    disk_bytes = img.read_bytes()
+    assert disk_bytes[MiB : 12 * MiB + 100] == data[: 11 * MiB + 100]
+    assert disk_bytes[12 * MiB + 100 :] == FILL * (4 * MiB - 100)
+
+
+def test_zstd_fill_path_decoder_error_propagates(tmp_path: Path) -> None:
+    """A damaged zstd stream fails on the filling thread: the decoder's error reaches
+    the caller with its chain, and what was decoded before stays written."""
+    data = iomedia.payload(9 * MiB, seed=8)
+    blob = iomedia.zst(data)
+    stream = Watched(blob[: len(blob) // 2])
+    with disk(tmp_path, 512) as (_, fd), pytest.raises(FormatError, match="truncated"):
+        copy_to_fd(stream, fd, offset=MiB)
+    assert stream.threads == {"copy-reader"}
