@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .help import explain
 
 if TYPE_CHECKING:
-    from ..install.config import ParsedLayer
+    from ..install.config import ArgumentLayer
     from ..install.options import Option
     from . import Registry
 
@@ -126,12 +126,12 @@ def _long_help(opt: Option) -> str:
     return text
 
 
-def cli_layer(args: argparse.Namespace) -> ParsedLayer:
+def cli_layer(args: argparse.Namespace) -> ArgumentLayer:
     """The options given on the command line, by field name (already parsed)."""
-    from ..install.config import ParsedLayer
+    from ..install.config import ArgumentLayer
     from ..install.options import BY_FIELD
 
-    out = ParsedLayer()
+    out = ArgumentLayer()
     for name, value in vars(args).items():
         if name in BY_FIELD:
             out[name] = value

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 __all__ = [
+    "ArgumentLayer",
     "InstallConfig",
-    "ParsedLayer",
     "check_conflicts",
     "load_config_file",
     "merge_layers",
@@ -41,12 +41,14 @@ __all__ = [
 ]
 
 
-class ParsedLayer(dict[str, Any]):
-    """A layer keyed by field name whose values argparse already ran through the
-    options' parsers (the command line). It is checked with the options' own
-    validator (`options.coerce`) instead of the pydantic model, with the same results
-    and messages: a command-line install then never imports pydantic. Config files
-    and kernel arguments (text from outside) always go through the model."""
+class ArgumentLayer(dict[str, Any]):
+    """A layer of arguments: the installer's command line (values argparse already ran
+    through the options' parsers) or the kernel command line (text), keyed by field
+    or YAML key. Arguments can only be text, flags or lists of text; for those the
+    options' own validator (`options.coerce`) gives the pydantic model's results and
+    messages (a property test compares both routes), so such a layer is checked by it
+    alone and an install from arguments never imports pydantic. Config files, whose
+    YAML can hold anything, always go through the model."""
 
 
 def _kebab(name: str) -> str:
@@ -94,8 +96,8 @@ def _checked(layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
         _refuse_undecodable(layer)
     except NestosError as exc:
         raise NestosError(f"parsing {origin}") from exc
-    if isinstance(layer, ParsedLayer):
-        return _checked_parsed(layer, origin)
+    if isinstance(layer, ArgumentLayer):
+        return _checked_arguments(layer, origin)
     from pydantic import ValidationError
 
     try:
@@ -105,22 +107,28 @@ def _checked(layer: Mapping[str, Any], origin: str) -> dict[str, Any]:
     return {field: getattr(part, field) for field in part.model_fields_set}
 
 
-def _checked_parsed(layer: ParsedLayer, origin: str) -> dict[str, Any]:
-    """validation_model()'s checks for values that are already parsed: the same
-    validator, the same message for each offending key (pydantic's order: table order,
-    then unknown keys)."""
+def _checked_arguments(layer: ArgumentLayer, origin: str) -> dict[str, Any]:
+    """validation_model()'s checks for an ArgumentLayer: the same validator, the same
+    message for each offending key (pydantic's order: table order, then unknown keys)."""
+    given = {_field_name(key): value for key, value in layer.items()}
     out: dict[str, Any] = {}
     lines = []
     for opt in OPTIONS:
-        if opt.field in layer:
+        if opt.field in given:
             try:
-                out[opt.field] = coerce(opt.field, layer[opt.field])
+                out[opt.field] = coerce(opt.field, given[opt.field])
             except ValueError as exc:
                 lines.append(f"invalid value for `{opt.key}`: {exc}")
-    lines += [f"unknown field `{_kebab(str(key))}`" for key in layer if key not in BY_FIELD]
+    lines += [f"unknown field `{_kebab(key)}`" for key in given if key not in BY_FIELD]
     if lines:
         raise NestosError(f"parsing {origin}") from NestosError("\n".join(lines))
     return out
+
+
+def _field_name(key: object) -> str:
+    """A layer's key (field name or YAML key) as the field name."""
+    name = str(key)
+    return name if name in BY_FIELD else name.replace("-", "_")
 
 
 def merge_layers(

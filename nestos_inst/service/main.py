@@ -9,7 +9,7 @@ installer.d directories are removed so a persisted live system cannot loop.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +57,14 @@ def choose_profile(kargs: KargConfig, files: Sequence[Path]) -> Profile:
 
 def build_config(kargs: KargConfig, files: Sequence[Path]) -> InstallConfig:
     """Files then kargs → InstallConfig; errors name the file/key or the karg."""
-    from ..install.config import load_config_file, merge_layers, validate_layer
+    from ..install.config import ArgumentLayer, load_config_file, merge_layers, validate_layer
 
-    layers: list[dict[str, Any]] = [load_config_file(f) for f in files]
+    layers: list[Mapping[str, Any]] = [load_config_file(f) for f in files]
     origins = [f"config file {f}" for f in files]
     # Validate kargs one by one first so an error names the exact karg.
     for key, value in kargs.layer.items():
-        validate_layer({key: value}, f'kernel argument "{kargs.sources[key]}"')
-    layers.append(kargs.layer)
+        validate_layer(ArgumentLayer({key: value}), f'kernel argument "{kargs.sources[key]}"')
+    layers.append(ArgumentLayer(kargs.layer))
     origins.append("kernel command line")
     return merge_layers(layers, origins)
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from nestos_inst.errors import NestosError, format_chain
 from nestos_inst.install.config import (
+    ArgumentLayer,
     InstallConfig,
-    ParsedLayer,
     load_config_file,
     merge_layers,
     validate_layer,
@@ -251,29 +251,49 @@ _CLI_VALUE = {
     "positional": _cli_text,
 }
 _KIND = {o.field: o.kind for o in OPTIONS}
+_KEY = {o.field: o.key for o in OPTIONS}
+
+
+def _argument_layer(names: list[str], yaml_keys: list[bool]) -> Any:
+    """Values by kind, each keyed by its field name or its YAML key (kernel arguments)."""
+    return st.fixed_dictionaries(
+        {(_KEY[n] if k else n): _CLI_VALUE[_KIND[n]] for n, k in zip(names, yaml_keys, strict=True)}
+    )
+
+
 _cli_layers = st.lists(st.sampled_from(list(_KIND)), max_size=5, unique=True).flatmap(
-    lambda names: st.fixed_dictionaries({n: _CLI_VALUE[_KIND[n]] for n in names})
+    lambda names: st.lists(st.booleans(), min_size=len(names), max_size=len(names)).flatmap(
+        lambda keys: _argument_layer(names, keys)
+    )
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(_cli_layers)
 def test_command_line_layer_checks_like_the_pydantic_model(layer: dict[str, Any]) -> None:
-    """The command line's layer skips pydantic (ParsedLayer); what argparse can hand
-    over (text, flags, lists of text) gives the same config or the same message."""
-    assert _outcome(ParsedLayer(layer)) == _outcome(dict(layer))
+    """Argument layers skip pydantic (ArgumentLayer); what argparse or the kernel
+    command line can hand over (text, flags, lists of text, by field name or YAML key)
+    gives the same config or the same message as the pydantic model."""
+    assert _outcome(ArgumentLayer(layer)) == _outcome(dict(layer))
 
 
-def test_install_from_the_command_line_needs_no_pydantic() -> None:
+def test_install_from_arguments_needs_no_pydantic() -> None:
+    """The installer's and the kernel's command lines are checked without pydantic."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
-        "from nestos_inst.install.config import ParsedLayer, merge_layers\n"
-        "cfg = merge_layers([ParsedLayer(image_url='http://e.com', append_karg=['a=b'],"
+        "from nestos_inst.install.config import ArgumentLayer, merge_layers\n"
+        "cfg = merge_layers([ArgumentLayer(image_url='http://e.com', append_karg=['a=b'],"
         " platform='qemu', dest_device='/dev/vda')])\n"
         "assert cfg.image_url == 'http://e.com/' and cfg.append_karg == ('a=b',)\n"
+        "from nestos_inst.service.cmdline import Cmdline, parse_kargs\n"
+        "from nestos_inst.service.main import build_config\n"
+        "kargs = parse_kargs(Cmdline.parse('nestos.inst.install_dev=/dev/vda "
+        "nestos.inst.image_url=http://e.com/x.raw.xz nestos.inst.insecure'))\n"
+        "cfg = build_config(kargs, [])\n"
+        "assert cfg.dest_device == '/dev/vda' and cfg.insecure, cfg\n"
         "assert 'pydantic' not in sys.modules, 'pydantic imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
