@@ -179,13 +179,12 @@ _TARGETS = itertools.count()  # several loop devices at once (bench_fleet)
 
 
 def cold(*devs: str) -> None:
-    """Empty the devices' page cache (BLKFLSBUF) before a timed run, untimed.
+    """Write back and drop the devices' cached pages (BLKFLSBUF) before a timed run,
+    untimed, so no run pays for the previous run's writeback.
 
-    An installer writes to a disk nothing has cached. Without this, a buffered writer
-    (dd, or ours with the fast path `direct-io` off) that follows another buffered run
-    finds all its pages already in the cache and is ~0.8 s of CPU per 512 MiB cheaper
-    than on a fresh disk, while one that follows a direct write (which drops the pages
-    it overwrites) pays in full: the ratio would depend on the order of the runs."""
+    It does not make a buffered writer's cost independent of the previous run: `dd`
+    of 512 MiB measured 0.4-0.6 s after a buffered writer and 1.2-1.7 s after a direct
+    one, flush or not (docs/internals-io.md, "Direct writes")."""
     for dev in devs:
         subprocess.run(["blockdev", "--flushbufs", dev], check=True, capture_output=True)
 
