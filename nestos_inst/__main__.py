@@ -13,19 +13,45 @@ from .errors import NestosError, UsageError, describe, format_chain, terminating
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv`; without it, this process's own (sys.argv), and the
+    process ends when this returns."""
     from .cli.common import guarded_stdout
 
-    with guarded_stdout():
-        try:
-            return _main(argv)
-        except ModuleNotFoundError as exc:
-            from .deps import missing_module_message
+    try:
+        with guarded_stdout():
+            try:
+                return _main(argv)
+            except ModuleNotFoundError as exc:
+                from .deps import missing_module_message
 
-            text = missing_module_message(exc.name)
-            if text is None:
-                raise
-            _report(f"Error: {text}")
-            return 1
+                text = missing_module_message(exc.name)
+                if text is None:
+                    raise
+                _report(f"Error: {text}")
+                return 1
+    finally:
+        if argv is None:
+            _before_exit()
+
+
+def _before_exit() -> None:
+    """The command is over and the interpreter shuts down next: collect the young
+    garbage, then freeze what the cyclic GC tracks (fast path `gc-freeze`).
+
+    Shutdown otherwise runs several full collections over every object of the ~400
+    modules a command loads: 35-40 ms of CPU and wall time per start, a tenth of a
+    small install. Objects are still freed by reference counting and module teardown;
+    only reference cycles that already were garbage before the young collection are
+    left to the OS. Outputs are closed and synced by the commands themselves, and
+    stdout/stderr are flushed by the interpreter as before.
+    """
+    from . import fastpaths
+
+    if fastpaths.enabled("gc-freeze"):
+        import gc
+
+        gc.collect(1)
+        gc.freeze()
 
 
 def _report(text: str) -> None:

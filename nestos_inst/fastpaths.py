@@ -12,13 +12,15 @@ Names:
   heap        one malloc arena, fixed mmap and trim thresholds (io/heap.py)
   direct-io   images go to block devices with O_DIRECT, around the page cache
               (io/pipeline.py: DirectWriter)
+  gc-freeze   at the end of the program's command, the cyclic GC's objects are
+              frozen so that interpreter shutdown does not traverse them (__main__)
 """
 
 from __future__ import annotations
 
 import os
 
-NAMES = frozenset({"plain-http", "splice", "heap", "gpgconf", "direct-io"})
+NAMES = frozenset({"plain-http", "splice", "heap", "gpgconf", "direct-io", "gc-freeze"})
 ENV = "NESTOS_INSTALLER_FAST_PATHS"
 
 

@@ -104,3 +104,30 @@ def test_command_words_name_the_modules_that_register_them() -> None:
             p for p in full if p.split()[0] == word
         ]
         assert build_parser([word]).prog == "nestos-installer"
+
+
+_FREEZE_PROBE = """\
+import atexit, gc, os, sys
+
+atexit.register(lambda: os.write(1, b"frozen=%d\\n" % gc.get_freeze_count()))
+from nestos_inst.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(("tricks", "frozen"), [("all", True), ("none", False)])
+def test_program_freezes_the_gc_before_shutdown(tricks: str, frozen: bool) -> None:
+    """Run as the program (main() without argv), the entry point freezes the GC's
+    objects when the command is over (fast path `gc-freeze`); same output either way."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C", NESTOS_INSTALLER_FAST_PATHS=tricks)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FREEZE_PROBE, "--version"],
+        capture_output=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    version, count = proc.stdout.decode().splitlines()
+    assert version.startswith("nestos-installer ")
+    assert (int(count.removeprefix("frozen=")) > 0) is frozen
