@@ -11,13 +11,71 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.vm import GUEST_SERVER, REPO
+import pytest
+
+from tests.e2e.mirror import Nginx
+from tests.e2e.vm import GUEST_SERVER, REPO, Kernel, kernel
+from tests.helpers.gpgkey import SigningKey
+from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
 MiB = 1 << 20
 URL = f"http://{GUEST_SERVER}"  # the mirror, as the guest sees it
+# Host tools every live-media module uses (`make e2e-deps` installs them).
+LIVE_TOOLS = (
+    "qemu-system-x86_64", "dracut", "nginx", "xorriso", "busybox", "debugfs", "zstd",
+    "mkfs.ext4",
+)  # fmt: skip
+
+
+def need(*tools: str) -> None:
+    """Skip (visibly, naming them) when host tools a module needs are missing."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"missing {' '.join(missing)} (make e2e-deps)")
+
+
+@dataclass
+class MirrorEnv:
+    """What a module of live-media scenarios shares: the kernel, its scratch directory,
+    the signed metal image, and the mirror (nginx on 127.0.0.1) serving `web_root`.
+    Modules subclass it with their own fields."""
+
+    k: Kernel
+    tmp: Path
+    web_root: Path
+    web: Nginx
+    metal: MetalImage  # gzip, 512-byte sectors, signed
+
+    def workdir(self, name: str) -> Path:
+        d = self.tmp / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def publish(self, rel: str, data: Path | bytes | str) -> str:
+        """Put a file on the mirror; returns its URL as the guest sees it."""
+        copy_tree({rel: data}, self.web_root)
+        return f"{URL}/{rel}"
+
+
+def mirror_inputs(
+    tmp_path_factory: pytest.TempPathFactory, name: str, key: SigningKey
+) -> tuple[Kernel, Path, MetalImage]:
+    """The start of a live-media module's `env` fixture: skip without LIVE_TOOLS, the
+    cached kernel, a scratch directory `name`, and its `www/` (the future mirror root)
+    holding the gzip metal image signed by `key` as metal.raw.gz + metal.raw.gz.sig."""
+    need(*LIVE_TOOLS)
+    k = kernel()
+    tmp = tmp_path_factory.mktemp(name)
+    metal = MetalImageFactory(tmp_path_factory.mktemp("metal"), key).get(Recipe(), "gzip")
+    assert metal.sig is not None
+    web_root = tmp / "www"
+    web_root.mkdir()
+    copy_tree({"metal.raw.gz": metal.path, "metal.raw.gz.sig": metal.sig}, web_root)
+    return k, tmp, metal
 
 
 def cli(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:

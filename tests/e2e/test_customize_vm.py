@@ -19,8 +19,6 @@ first use; each test waits for its own and reports its own time.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,20 +32,22 @@ from nestos_inst.customize.ignition import decode_resource
 from tests.e2e import live
 from tests.e2e.harness import (
     URL,
+    MirrorEnv,
     blank_disk,
     boot_file,
     cli,
-    copy_tree,
     disk_matches_image,
     ign_file,
     ign_unit,
     ignition,
+    mirror_inputs,
+    need,
     partitions,
 )
 from tests.e2e.mirror import Nginx
-from tests.e2e.vm import Boot, Kernel, end_pool, kernel, run_qemu, user_net
+from tests.e2e.vm import Boot, end_pool, run_qemu, user_net
 from tests.helpers.gpgkey import SigningKey
-from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
+from tests.helpers.tlscert import self_signed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
@@ -68,25 +68,9 @@ LIVE_KARG = "e2e.customized.live=1"
 LIVE_ONLY_MARK = "E2E-LIVE-ONLY-CONFIG-APPLIED"
 
 
-def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"missing {' '.join(missing)} (make e2e-deps)")
-
-
 @dataclass
-class Env:
-    k: Kernel
-    tmp: Path
-    web_root: Path
-    web: Nginx
-    metal: MetalImage
+class Env(MirrorEnv):
     inputs: dict[str, Path]
-
-    def workdir(self, name: str) -> Path:
-        d = self.tmp / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
 
 
 def _inputs(root: Path, key: SigningKey) -> dict[str, Path]:
@@ -108,32 +92,15 @@ def _inputs(root: Path, key: SigningKey) -> dict[str, Path]:
         path = root / name
         path.write_bytes(data.encode() if isinstance(data, str) else data)
         out[name] = path
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=e2e customize CA", "-keyout", str(root / "ca.key"),
-            "-out", str(root / "ca.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out["ca.pem"] = root / "ca.pem"
+    out["ca.pem"] = self_signed(root, "e2e customize CA")[1]
     return out
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> Iterator[Env]:
-    _need(
-        "qemu-system-x86_64", "dracut", "nginx", "xorriso", "busybox", "debugfs", "zstd",
-        "mkfs.ext4", "openssl",
-    )  # fmt: skip
-    k = kernel()
-    tmp = tmp_path_factory.mktemp("customize")
-    metal = MetalImageFactory(tmp_path_factory.mktemp("metal"), signing_key).get(Recipe(), "gzip")
-    assert metal.sig is not None
+    need("openssl")
+    k, tmp, metal = mirror_inputs(tmp_path_factory, "customize", signing_key)
     web_root = tmp / "www"
-    web_root.mkdir()
-    copy_tree({"metal.raw.gz": metal.path, "metal.raw.gz.sig": metal.sig}, web_root)
     inputs = _inputs(tmp / "inputs", signing_key)
     live.live_iso_copy(k, tmp / "warm.iso").unlink()  # build the cached media before threads
     with Nginx(web_root, tmp / "nginx") as web:

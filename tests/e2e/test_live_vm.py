@@ -30,6 +30,7 @@ from nestos_inst import profile as profiles
 from tests.e2e import live
 from tests.e2e.harness import (
     URL,
+    MirrorEnv,
     blank_disk,
     boot_file,
     cli,
@@ -40,10 +41,11 @@ from tests.e2e.harness import (
     installer_files,
     journal_instrumentation,
     journal_records,
+    mirror_inputs,
     partitions,
 )
 from tests.e2e.mirror import FaultProxy, Nginx
-from tests.e2e.vm import Boot, Kernel, end_pool, kernel, run_qemu, user_net
+from tests.e2e.vm import Boot, end_pool, run_qemu, user_net
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
 
@@ -59,54 +61,21 @@ FLEET = 4
 PARALLEL = int(os.environ.get("NESTOS_E2E_PARALLEL", "2"))
 
 
-def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"missing {' '.join(missing)} (make e2e-deps)")
-
-
 @dataclass
-class Env:
+class Env(MirrorEnv):
     """What every scenario shares: kernel, images, keys, the mirror, PXE files."""
 
-    k: Kernel
-    tmp: Path
-    web_root: Path
-    web: Nginx
-    metal: MetalImage  # gzip, 512-byte sectors, signed
     key: SigningKey
     other_key: SigningKey
     pxe: dict[str, list[str]] = field(default_factory=dict)  # profile -> [kernel, initrd, rootfs]
-
-    def workdir(self, name: str) -> Path:
-        d = self.tmp / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def publish(self, rel: str, data: Path | bytes | str) -> str:
-        """Put a file on the mirror; returns its URL as the guest sees it."""
-        copy_tree({rel: data}, self.web_root)
-        return f"{URL}/{rel}"
 
 
 @pytest.fixture(scope="module")
 def env(
     tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey, other_key: SigningKey
 ) -> Iterator[Env]:
-    _need(
-        "qemu-system-x86_64", "dracut", "nginx", "xorriso", "busybox", "debugfs", "zstd",
-        "mkfs.ext4",
-    )  # fmt: skip
-    k = kernel()
-    tmp = tmp_path_factory.mktemp("live")
-    metal = MetalImageFactory(tmp_path_factory.mktemp("metal"), signing_key).get(Recipe(), "gzip")
-    web_root = tmp / "www"
-    web_root.mkdir()
-    assert metal.sig is not None
-    copy_tree(
-        {"metal.raw.gz": metal.path, "metal.raw.gz.sig": metal.sig, "config.ign": DEST_IGNITION},
-        web_root,
-    )
+    k, tmp, metal = mirror_inputs(tmp_path_factory, "live", signing_key)
+    web_root = copy_tree({"config.ign": DEST_IGNITION}, tmp / "www")
     # PXE files: `iso extract pxe` of both ISO variants, served by the mirror.
     pxe: dict[str, list[str]] = {}
     for prof in (profiles.NESTOS, profiles.COREOS):
@@ -138,6 +107,17 @@ def assert_no_loop(log: str) -> None:
     assert "Install complete." not in log
     assert "reboot: Restarting system" not in log
     assert "reboot: Power down" in log, log[-4000:]
+
+
+def failed_install(b: Boot) -> dict[str, Any]:
+    """A VM whose install must fail: it ended in time, powered off from emergency mode
+    (no reboot loop); returns the last `failed` record of its journal."""
+    assert not b.timed_out, b.log[-4000:]
+    assert_no_loop(b.log)
+    recs = journal_records(b.log)
+    failed = [r for r in recs if r.get("NESTOS_INSTALLER_STAGE") == "failed"]
+    assert failed, recs
+    return failed[-1]
 
 
 def pxe_boot(
@@ -356,16 +336,10 @@ def bad_signature(env: Env) -> None:
     kargs = (
         f"nestos.inst.install_dev=/dev/vda nestos.inst.image_url={URL}/metal.raw.gz {FAIL_KARGS}"
     )
-    b = direct_boot(env, w, profiles.NESTOS, kargs, [ign_img], disk=disk)
-    log = b.log
-    assert not b.timed_out, log[-4000:]
-    assert_no_loop(log)
-    recs = journal_records(log)
-    failed = [r for r in recs if r.get("NESTOS_INSTALLER_STAGE") == "failed"]
-    assert failed, recs
-    assert failed[-1]["PRIORITY"] == "3"
-    message = failed[-1]["MESSAGE"].lower()
-    assert "gpg verification failure" in message or "signature" in message, failed[-1]
+    failed = failed_install(direct_boot(env, w, profiles.NESTOS, kargs, [ign_img], disk=disk))
+    assert failed["PRIORITY"] == "3"
+    message = failed["MESSAGE"].lower()
+    assert "gpg verification failure" in message or "signature" in message, failed
     wiped = partitions(disk)
     assert wiped.get("label") == "gpt"
     assert wiped.get("partitions", []) == []
@@ -389,14 +363,9 @@ def disk_eio(env: Env) -> None:
         f"nestos.inst.install_dev=/dev/vda nestos.inst.image_url={URL}/metal.raw.gz {FAIL_KARGS}"
     )
     b = direct_boot(env, w, profiles.NESTOS, kargs, [ign_img], disk=disk, disk_args=disk_args)
-    log = b.log
-    assert not b.timed_out, log[-4000:]
-    assert_no_loop(log)
-    recs = journal_records(log)
-    failed = [r for r in recs if r.get("NESTOS_INSTALLER_STAGE") == "failed"]
-    assert failed, recs
-    message = failed[-1]["MESSAGE"].lower()
-    assert any(m in message for m in ("input/output error", "os error 5")), failed[-1]
+    failed = failed_install(b)
+    message = failed["MESSAGE"].lower()
+    assert any(m in message for m in ("input/output error", "os error 5")), failed
     assert partitions(disk).get("partitions", []) == []
 
 

@@ -11,15 +11,14 @@ shell. All three run at once. Run alone with `make e2e`.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import blank_disk, boot_file, need, partitions
 from tests.e2e.vm import Boot, Kernel, boot, cpio_of, end_pool, initramfs, kernel
 from tests.helpers.gpgkey import SigningKey
 from tests.helpers.metalimage import MetalImage, MetalImageFactory, Recipe
@@ -34,15 +33,9 @@ CMDLINE = (
 )
 
 
-def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"missing {' '.join(missing)} (make e2e-deps)")
-
-
 @pytest.fixture(scope="module")
 def vm_kernel() -> Kernel:
-    _need("qemu-system-x86_64", "dracut", "apt-get", "dpkg-deb", "depmod", "cpio", "debugfs")
+    need("qemu-system-x86_64", "dracut", "apt-get", "dpkg-deb", "depmod", "cpio", "debugfs")
     return kernel()
 
 
@@ -85,30 +78,6 @@ def payload(workdir: Path, metal: MetalImage, key: SigningKey, *, corrupt: bool)
     return cpio_of(root, workdir / "payload.cpio")
 
 
-def partitions(disk: Path) -> dict[str, object]:
-    proc = subprocess.run(["sfdisk", "-J", str(disk)], capture_output=True, check=False)
-    if proc.returncode != 0:
-        return {}
-    table: dict[str, object] = json.loads(proc.stdout)["partitiontable"]
-    return table
-
-
-def boot_file(disk: Path, table: dict[str, object], path: str, workdir: Path) -> str:
-    """Read a file from the `boot` ext4 partition without mounting (debugfs)."""
-    parts = table["partitions"]
-    assert isinstance(parts, list)
-    boot_part = next(p for p in parts if p.get("name") == "boot")
-    sector = int(table.get("sectorsize", 512))  # type: ignore[call-overload]
-    fs = workdir / "boot.ext4"
-    with disk.open("rb") as src, fs.open("wb") as dst:
-        src.seek(int(boot_part["start"]) * sector)
-        dst.write(src.read(int(boot_part["size"]) * sector))
-    proc = subprocess.run(
-        ["debugfs", "-R", f"cat {path}", str(fs)], capture_output=True, check=True
-    )
-    return proc.stdout.decode()
-
-
 @dataclass
 class ServiceRuns:
     metal: MetalImage
@@ -133,28 +102,20 @@ def service_runs(
     disks = [r / "disk.img" for r in runs]
     for d, disk in zip(runs, disks, strict=True):
         d.mkdir()
-        with disk.open("wb") as f:
-            f.truncate(160 * MiB)
-    run1, run2, run3 = runs
-    disk1, disk2, disk3 = disks
-    with metal.raw.open("rb") as src, disk2.open("r+b") as dst:
+        blank_disk(disk)
+    with metal.raw.open("rb") as src, disks[1].open("r+b") as dst:
         shutil.copyfileobj(src, dst, MiB)
-    assert [p.get("name") for p in partitions(disk2)["partitions"]]  # type: ignore[attr-defined]
-    extra1 = payload(run1, metal, signing_key, corrupt=False)
-    extra2 = payload(run2, metal, signing_key, corrupt=True)
-    extra3 = payload(run3, metal, signing_key, corrupt=False)
-    jobs = [
-        (run1, disk1, extra1, CMDLINE, None),
-        (run2, disk2, extra2, CMDLINE, None),
-        (run3, disk3, extra3, CMDLINE + " nestos.inst.skip_reboot", "Starting login shell"),
-    ]
+    assert [p.get("name") for p in partitions(disks[1])["partitions"]]
+    # per VM: corrupted image, extra kernel arguments, console line that ends the VM
+    vms = [(False, "", None), (True, "", None),
+           (False, " nestos.inst.skip_reboot", "Starting login shell")]  # fmt: skip
     pool = ThreadPoolExecutor(3)
     futs: list[Future[Boot]] = []
     try:
-        for run, disk, extra, cmdline, stop_on in jobs:
-            parts = [base_initrd, extra]
-            job = pool.submit(boot, vm_kernel, parts, disk, cmdline, workdir=run, timeout=1800,
-                              stop_on=stop_on)  # fmt: skip
+        for run, disk, (corrupt, kargs, stop_on) in zip(runs, disks, vms, strict=True):
+            parts = [base_initrd, payload(run, metal, signing_key, corrupt=corrupt)]
+            job = pool.submit(boot, vm_kernel, parts, disk, CMDLINE + kargs, workdir=run,
+                              timeout=1800, stop_on=stop_on)  # fmt: skip
             futs.append(job)
         boots = [f.result() for f in futs]
     finally:
@@ -162,16 +123,22 @@ def service_runs(
     return ServiceRuns(metal, runs, disks, boots)
 
 
+def finished(runs: ServiceRuns, i: int, request: pytest.FixtureRequest) -> Boot:
+    """VM `i + 1`'s boot, its own time recorded for the report; it must not have timed
+    out (the three share the host, so the test's duration is not the scenario's)."""
+    b = runs.boots[i]
+    request.node.user_properties.append(("scenario_seconds", b.seconds))
+    assert not b.timed_out, b.log[-4000:]
+    return b
+
+
 @pytest.mark.scenario("service-install")
 def test_service_installs_and_reboots(
     service_runs: ServiceRuns, request: pytest.FixtureRequest
 ) -> None:
     """VM 1: installed, then rebooted."""
-    b1 = service_runs.boots[0]
-    request.node.user_properties.append(("scenario_seconds", b1.seconds))
+    log = finished(service_runs, 0, request).log
     run1, disk1, metal = service_runs.runs[0], service_runs.disks[0], service_runs.metal
-    log = b1.log
-    assert not b1.timed_out, log[-4000:]
     assert "Install complete." in log, log[-4000:]
     assert "Read disk" in log  # progress lines on the console
     assert "nestos-installer install (from /etc/nestos/installer.d/0000-e2e.yaml" in log
@@ -180,14 +147,14 @@ def test_service_installs_and_reboots(
 
     table = partitions(disk1)
     assert table["label"] == "gpt"
-    names = [p.get("name") for p in table["partitions"]]  # type: ignore[attr-defined]
+    names = [p.get("name") for p in table["partitions"]]
     assert names == [p.get("name") for p in metal.partitions]
-    assert boot_file(disk1, table, "/ignition/config.ign", run1) == IGNITION
-    bls = boot_file(disk1, table, "/loader/entries/ostree-1.conf", run1)
+    assert boot_file(disk1, "/ignition/config.ign", run1) == IGNITION
+    bls = boot_file(disk1, "/loader/entries/ostree-1.conf", run1)
     options = next(line for line in bls.splitlines() if line.startswith("options "))
     assert "nestos.e2e=1" in options.split()
     assert "ignition.platform.id=qemu" in options.split()
-    firstboot = boot_file(disk1, table, "/ignition.firstboot", run1)
+    firstboot = boot_file(disk1, "/ignition.firstboot", run1)
     assert "rd.neednet=1 ip=dhcp " in firstboot
 
 
@@ -196,10 +163,7 @@ def test_service_bad_image_fails_safely(
     service_runs: ServiceRuns, request: pytest.FixtureRequest
 ) -> None:
     """VM 2: failure on the console, emergency.target, no reboot, table wiped."""
-    b2 = service_runs.boots[1]
-    request.node.user_properties.append(("scenario_seconds", b2.seconds))
-    log = b2.log
-    assert not b2.timed_out, log[-4000:]
+    log = finished(service_runs, 1, request).log
     assert "Error: install failed" in log, log[-4000:]
     assert "Resetting partition table" in log
     assert "Emergency Mode" in log
@@ -216,10 +180,7 @@ def test_service_skip_reboot_stops_at_shell(
     service_runs: ServiceRuns, request: pytest.FixtureRequest
 ) -> None:
     """VM 3: skip_reboot -> installed, login shell on the console, no reboot."""
-    b3 = service_runs.boots[2]
-    request.node.user_properties.append(("scenario_seconds", b3.seconds))
-    log = b3.log
-    assert not b3.timed_out, log[-4000:]
+    log = finished(service_runs, 2, request).log
     assert "Install complete." in log, log[-4000:]
     assert "NestOS install complete. Starting login shell" in log
     assert "reboot: Restarting system" not in log
