@@ -27,6 +27,8 @@ from bench.images import (
     ZSTD_VS_DD_GOAL,
     cold,
     compressed,
+    dd_raw,
+    decode_into,
     loop_device,
     raw_image,
 )
@@ -40,20 +42,6 @@ def ours(path: Path, dev: str, keyring: Path | None = None) -> Sample:
     argv = [sys.executable, "-m", "nestos_inst", "install", dev, "--image-file", str(path)]
     argv += ["--keyring", str(keyring)] if keyring else ["--insecure"]
     return run_pipeline([argv], env=python_env())
-
-
-def dd_argv(dev: str) -> list[str]:
-    return ["dd", f"of={dev}", "bs=1M", "conv=fsync", "status=none", "iflag=fullblock"]
-
-
-def base(fmt: str, path: Path, dev: str) -> Sample:
-    """`<decoder> -dc IMG | dd of=DEV bs=1M conv=fsync`."""
-    return run_pipeline([FORMATS[fmt][2], dd_argv(dev)], stdin=path)
-
-
-def raw_dd(raw: Path, dev: str) -> Sample:
-    """`dd` of the decoded image: what the device alone allows."""
-    return run_pipeline([dd_argv(dev)], stdin=raw)
 
 
 def main() -> int:
@@ -84,12 +72,12 @@ def _run(
     print(f"install of a {size_mib} MiB image to a loop device")
     peak = 0.0
     with loop_device(max(size_mib, rss_gib * 1024) * MIB + MIB) as dev:
-        base(next(iter(inputs)), next(iter(inputs.values())), dev)  # allocate the loop file
+        decode_into(next(iter(inputs)), next(iter(inputs.values())), dev)  # allocate the loop file
         for fmt, path in inputs.items():
             r = compare(
                 f"install {fmt} vs {FORMATS[fmt][2][0]} -dc | dd",
                 lambda p=path: ours(p, dev),  # type: ignore[misc]
-                lambda f=fmt, p=path: base(f, p, dev),  # type: ignore[misc]
+                lambda f=fmt, p=path: decode_into(f, p, dev),  # type: ignore[misc]
                 goal=GOALS[fmt],
                 setup=lambda: cold(dev),
             )
@@ -99,7 +87,7 @@ def _run(
                 compare(
                     "install zst vs dd of the decoded image",
                     lambda p=path: ours(p, dev),  # type: ignore[misc]
-                    lambda r=raw: raw_dd(r, dev),  # type: ignore[misc]
+                    lambda r=raw: dd_raw(r, dev),  # type: ignore[misc]
                     goal=ZSTD_VS_DD_GOAL,
                     setup=lambda: cold(dev),
                 )
@@ -109,7 +97,7 @@ def _run(
                 compare(
                     f"install {fmt} signed vs {FORMATS[fmt][2][0]} -dc | dd",
                     lambda s=link, k=key.public: ours(s, dev, k),  # type: ignore[misc]
-                    lambda f=fmt, p=path: base(f, p, dev),  # type: ignore[misc]
+                    lambda f=fmt, p=path: decode_into(f, p, dev),  # type: ignore[misc]
                     goal=None,
                     note="gpg verification on, baseline verifies nothing",
                     setup=lambda: cold(dev),

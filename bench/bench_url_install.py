@@ -18,17 +18,13 @@ import sys
 from pathlib import Path
 
 from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
-from bench.images import FORMATS, cold, loop_device
+from bench.images import FORMATS, cold, dd_argv, loop_device
 from bench.nginx import Nginx, nginx
 from bench.signing import publish, signing_workdir
 from tests.helpers.gpgkey import SigningKey
 
 GOALS = {"xz": 1.0, "xz-T2": 1.6, "gz": 1.0, "zst": 1.0}
 RSS_LIMIT_MIB = 100
-
-
-def dd_argv(dev: str) -> list[str]:
-    return ["dd", f"of={dev}", "bs=1M", "conv=fsync", "status=none", "iflag=fullblock"]
 
 
 def ours(url: str, dev: str, keyring: Path) -> Sample:

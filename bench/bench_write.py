@@ -24,6 +24,8 @@ from bench.images import (
     ZSTD_VS_DD_GOAL,
     cold,
     compressed,
+    dd_raw,
+    decode_into,
     loop_device,
     raw_image,
 )
@@ -34,14 +36,6 @@ RSS_LIMIT_MIB = 100
 def ours(path: Path, dev: str) -> Sample:
     child = [sys.executable, str(Path(__file__).resolve()), "--child", dev]
     return run_pipeline([child], stdin=path, env=python_env())
-
-
-def dd_argv(dev: str) -> list[str]:
-    return ["dd", f"of={dev}", "bs=1M", "conv=fsync", "status=none", "iflag=fullblock"]
-
-
-def baseline(fmt: str, path: Path, dev: str) -> Sample:
-    return run_pipeline([FORMATS[fmt][2], dd_argv(dev)], stdin=path)
 
 
 def child(dev: str) -> int:
@@ -71,12 +65,12 @@ def main() -> int:
     inputs = {fmt: compressed(fmt, size_mib) for fmt in wanted}
     print(f"io layer: decompress + write a {size_mib} MiB image to a loop device")
     with loop_device(max(size_mib, rss_gib * 1024) * MIB + MIB) as dev:
-        baseline(wanted[0], inputs[wanted[0]], dev)  # allocate the loop file's blocks
+        decode_into(wanted[0], inputs[wanted[0]], dev)  # allocate the loop file's blocks
         for fmt, path in inputs.items():
             r = compare(
                 f"io write {fmt} vs {FORMATS[fmt][2][0]} -dc | dd",
                 lambda p=path: ours(p, dev),  # type: ignore[misc]
-                lambda f=fmt, p=path: baseline(f, p, dev),  # type: ignore[misc]
+                lambda f=fmt, p=path: decode_into(f, p, dev),  # type: ignore[misc]
                 goal=GOALS[fmt],
                 setup=lambda: cold(dev),
             )
@@ -85,7 +79,7 @@ def main() -> int:
                 compare(
                     "io write zst vs dd of the decoded image",
                     lambda p=path: ours(p, dev),  # type: ignore[misc]
-                    lambda r=raw: run_pipeline([dd_argv(dev)], stdin=r),  # type: ignore[misc]
+                    lambda r=raw: dd_raw(r, dev),  # type: ignore[misc]
                     goal=ZSTD_VS_DD_GOAL,
                     setup=lambda: cold(dev),
                 )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import CACHE
+from bench.common import CACHE, Sample, run_pipeline
 
 MIB = 1 << 20
 RECIPE_VERSION = "v1"
@@ -36,6 +36,23 @@ FORMATS: dict[str, tuple[list[str], str, list[str]]] = {
 GOALS = {"xz": 1.0, "xz-T2": 1.85, "gz": 1.2, "zst": 1.0}
 # zstd decodes faster than the disk writes: its bound is `dd` of the decoded image.
 ZSTD_VS_DD_GOAL = 0.9
+
+
+def dd_argv(dev: str) -> list[str]:
+    """`dd` writing its stdin to DEV as a careful user would: 1 MiB blocks, full
+    blocks from a pipe, fsync at the end."""
+    return ["dd", f"of={dev}", "bs=1M", "conv=fsync", "status=none", "iflag=fullblock"]
+
+
+def decode_into(fmt: str, path: Path, dev: str) -> Sample:
+    """The disk-writing benchmarks' baseline: `<decoder> -dc IMG | dd of=DEV bs=1M
+    conv=fsync`, the format's stock decoder (FORMATS)."""
+    return run_pipeline([FORMATS[fmt][2], dd_argv(dev)], stdin=path)
+
+
+def dd_raw(raw: Path, dev: str) -> Sample:
+    """`dd` of the decoded image: what the device alone allows."""
+    return run_pipeline([dd_argv(dev)], stdin=raw)
 
 
 def log(msg: str) -> None:

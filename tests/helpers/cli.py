@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -14,14 +14,17 @@ REPO = Path(__file__).resolve().parents[2]
 def run_cli(
     *args: str | os.PathLike[str],
     input: bytes | None = None,
+    stdin: int | None = None,
     cwd: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
     stdout: int | None = subprocess.PIPE,
     timeout: float = 600,
     wrapper: Sequence[str] = (),
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """`python -m nestos_inst ARGS` with this checkout first on the path (`wrapper`:
-    a command that runs it, e.g. in a namespace of its own)."""
+    a command that runs it, e.g. in a namespace of its own; `preexec_fn`: a limit to
+    set in the child, e.g. hostile.cap_memory)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.setdefault("LC_ALL", "C")
@@ -30,11 +33,13 @@ def run_cli(
     return subprocess.run(
         [*wrapper, sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
         input=input,
+        stdin=stdin,
         stdout=stdout,
         stderr=subprocess.PIPE,
         cwd=cwd,
         env=full_env,
         timeout=timeout,
+        preexec_fn=preexec_fn,
         check=False,
     )
 

@@ -7,12 +7,11 @@ import contextlib
 import os
 import resource
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.helpers.cli import REPO
+from tests.helpers.cli import run_cli
 from tests.helpers.loop import mounted
 
 MEMORY_CAP = 1 << 30  # far above what any command needs, far below "read it all"
@@ -31,18 +30,15 @@ def run_capped(
     stdout: int | None = subprocess.PIPE,
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[bytes]:
-    """The CLI under a 1 GiB address-space cap (see `_cap_memory`)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C.UTF-8")
-    return subprocess.run(
-        [sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
+    """The CLI under a 1 GiB address-space cap (see `cap_memory`)."""
+    return run_cli(
+        *args,
         input=input,
         stdin=stdin,
         stdout=stdout,
-        stderr=subprocess.PIPE,
-        env=env,
+        env={"LC_ALL": "C.UTF-8"},
         timeout=timeout,
         preexec_fn=cap_memory,
-        check=False,
     )
 
 
