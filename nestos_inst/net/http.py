@@ -185,6 +185,16 @@ class _Loop:
             inst.call(inst._shut_down())
         inst.loop.call_soon_threadsafe(inst.loop.stop)
         inst.thread.join()
+        # Work may have been scheduled between the shut-down's snapshot of the tasks
+        # and the stop (an async generator the garbage collector finalized on another
+        # thread has its aclose() scheduled as a task): end it here, on this thread,
+        # so no task is left pending ("Task was destroyed but it is pending!").
+        leftovers = asyncio.all_tasks(inst.loop)
+        if leftovers:
+            for task in leftovers:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                inst.loop.run_until_complete(asyncio.wait(leftovers, timeout=SHUTDOWN_WAIT))
         inst.loop.close()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -201,6 +211,9 @@ class _Loop:
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
         await self.client.aclose()
+        # Response streams are async generators: close those still alive now, while
+        # the loop runs, rather than from the garbage collector later.
+        await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 def stop_network() -> None:
