@@ -199,9 +199,9 @@ def cold(*devs: str) -> None:
     """Write back and drop the devices' cached pages (BLKFLSBUF) before a timed run,
     untimed, so no run pays for the previous run's writeback.
 
-    It does not make a buffered writer's cost independent of the previous run: `dd`
-    of 512 MiB measured 0.4-0.6 s after a buffered writer and 1.2-1.7 s after a direct
-    one, flush or not (docs/internals-io.md, "Direct writes")."""
+    It does not make a buffered writer's cost steady: `dd` of 512 MiB measured
+    0.4-0.6 s in some series and 1.2-2.2 s in others, after buffered and after direct
+    writers alike (docs/internals-io.md, "Direct writes")."""
     for dev in devs:
         subprocess.run(["blockdev", "--flushbufs", dev], check=True, capture_output=True)
 
