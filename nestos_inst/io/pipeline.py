@@ -414,22 +414,12 @@ def _read_ahead(
             put(exc)
 
     def pieces() -> Iterator[bytes | bytearray | memoryview]:
-        while True:
-            item = q.get()
-            if item is _EOF:
-                return
-            if isinstance(item, BaseException):
-                raise item
+        for item in _received(q):
             assert isinstance(item, bytes | bytearray | memoryview)
             yield item
 
-    thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
-    thread.start()
-    try:
+    with _producer(produce, stop):
         yield pieces()
-    finally:
-        stop.set()
-        thread.join()
 
 
 @contextlib.contextmanager
@@ -464,21 +454,36 @@ def _fill_ahead(
             full.put(exc)
 
     def pieces() -> Iterator[memoryview]:
-        while True:
-            item = full.get()
-            if item is _EOF:
-                return
-            if isinstance(item, BaseException):
-                raise item
+        for item in _received(full):
             assert isinstance(item, tuple)
             buf, n = item
             yield buf[:n]
             free.put(buf)
 
+    with _producer(produce, stop):
+        yield pieces()
+
+
+def _received(q: queue.Queue[object]) -> Iterator[object]:
+    """The producer's items up to its end marker; an exception it handed over is
+    raised here, on the consuming (writing) thread."""
+    while True:
+        item = q.get()
+        if item is _EOF:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+@contextlib.contextmanager
+def _producer(produce: Callable[[], None], stop: threading.Event) -> Iterator[None]:
+    """Run `produce` on the `copy-reader` thread for the duration of the block; on
+    leaving (normally or not) tell it to stop and wait for it."""
     thread = threading.Thread(target=produce, name="copy-reader", daemon=True)
     thread.start()
     try:
-        yield pieces()
+        yield
     finally:
         stop.set()
         thread.join()

@@ -70,6 +70,25 @@ def filled_target(tmp_path: Path, size: int = 8 << 20) -> Iterator[tuple[Path, i
         os.close(fd)
 
 
+class Pieces(io.RawIOBase):
+    """Hands out `data` in pieces of the given sizes (cycled), as decoders do."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._view = memoryview(data)
+        self._sizes = sizes
+        self._i = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        n = self._sizes[self._i % len(self._sizes)]
+        self._i += 1
+        out = bytes(self._view[:n])
+        self._view = self._view[len(out) :]
+        return out
+
+
 class FailingReader(io.RawIOBase):
     """Gives `after` bytes of b"z", then fails as a decoder does (a FormatError with
     a cause), to check that errors cross the copy threads with their chain."""

@@ -32,25 +32,6 @@ FILL = b"\xbb"  # what the disk held before: untouched bytes show
 MSG = collision_message('partition 5 ("data")', 12 * MiB)
 
 
-class Pieces(io.RawIOBase):
-    """Hands out `data` in pieces of the given sizes (cycled), as decoders do."""
-
-    def __init__(self, data: bytes, sizes: list[int]) -> None:
-        self._view = memoryview(data)
-        self._sizes = sizes
-        self._i = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        n = self._sizes[self._i % len(self._sizes)]
-        self._i += 1
-        out = bytes(self._view[:n])
-        self._view = self._view[len(out) :]
-        return out
-
-
 @contextlib.contextmanager
 def disk(tmp_path: Path, sector_size: int, size: int = 16 * MiB) -> Iterator[tuple[Path, int]]:
     """A loop device over a file of FILL bytes, open read-write: (backing file, fd)."""
@@ -102,7 +83,7 @@ def test_lands_intact_and_nothing_past_the_end(
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         assert direct_block(fd, MiB) == sector_size
         routes = Routes(fd)
-        src = passthrough(Pieces(data, [4095, 1, 70000, 3 * MiB + 17]))
+        src = passthrough(iomedia.Pieces(data, [4095, 1, 70000, 3 * MiB + 17]))
         n = copy_to_fd(src, fd, offset=MiB, progress_cb=routes)
         assert fcntl.fcntl(fd, fcntl.F_GETFL) == flags
         os.fsync(fd)
@@ -154,7 +135,7 @@ def test_limit_stops_exactly_and_gives_the_flags_back(tmp_path: Path) -> None:
         routes = Routes(fd)
         with pytest.raises(NestosError) as info:
             copy_to_fd(
-                passthrough(Pieces(data, [MiB + 1])),
+                passthrough(iomedia.Pieces(data, [MiB + 1])),
                 fd,
                 offset=MiB,
                 limit=12 * MiB + 100,

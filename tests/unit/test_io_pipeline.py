@@ -211,26 +211,6 @@ def test_memory_stays_bounded(fmt: str) -> None:
     assert peak < 40 << 20, f"peak {peak >> 20} MiB"
 
 
-class Pieces(io.RawIOBase):
-    """Hands out `data` in pieces of the given sizes (cycled), like a decoder does."""
-
-    def __init__(self, data: bytes, sizes: list[int]) -> None:
-        self._data = data
-        self._sizes = sizes
-        self._pos = 0
-        self._i = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        n = self._sizes[self._i % len(self._sizes)]
-        self._i += 1
-        out = self._data[self._pos : self._pos + n]
-        self._pos += len(out)
-        return out
-
-
 @pytest.mark.parametrize("offset", [0, 1 << 20, 12345])
 @pytest.mark.parametrize(
     "sizes", [[1], [4095, 1, 70000], [ALIGN], [ALIGN - 1, ALIGN + 1], [3 << 20]]
@@ -243,7 +223,9 @@ def test_odd_pieces_land_intact(tmp_path: Path, offset: int, sizes: list[int]) -
     fd = os.open(path, os.O_WRONLY)
     try:
         seen: list[int] = []
-        n = copy_to_fd(passthrough(Pieces(data, sizes)), fd, offset=offset, progress_cb=seen.append)
+        n = copy_to_fd(
+            passthrough(iomedia.Pieces(data, sizes)), fd, offset=offset, progress_cb=seen.append
+        )
     finally:
         os.close(fd)
     assert n == len(data) == sum(seen)
