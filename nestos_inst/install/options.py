@@ -166,10 +166,10 @@ class InstallConfig:
 
     The fields below are the options table: add an option here and it appears on the
     command line, in config files, in the example config and in the docs. Built by
-    install/config.py from layers checked by `coerce` (values the command line's
-    parsers produced) or by the pydantic model derived from this table
-    (`validation_model()`: config files, kernel arguments). A plain dataclass, so
-    that an install from the command line starts without importing pydantic.
+    install/config.py from layers checked by `coerce` (arguments: the installer's
+    and the kernel's command line) or by the pydantic model derived from this table
+    (`validation_model()`: config files). A plain dataclass, so that an install from
+    arguments alone starts without importing pydantic.
     """
 
     stream: Annotated[
@@ -637,8 +637,9 @@ def coerce(field: str, v: Any) -> Any:
     """The value of `field` as the model keeps it (ValueError: the reason, one line).
 
     Every layer passes through it: the pydantic model's one validator calls it for
-    config files and kernel arguments, install/config.py calls it directly for the
-    command line, whose values argparse already ran through the same parsers.
+    config files, install/config.py calls it directly for arguments (the command
+    line, whose values argparse already ran through the same parsers, and the
+    kernel command line).
     """
     opt = BY_FIELD[field]
     if opt.kind == "flag":
