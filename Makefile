@@ -12,7 +12,7 @@ DESTDIR ?=
 APT_PACKAGES := python3-venv python3-pip python3-gpg python3-systemd python3-pyudev \
 	python3-yaml gnupg xorriso genisoimage cpio fdisk gdisk dosfstools e2fsprogs \
 	xfsprogs zstd xz-utils util-linux udev systemd libarchive-tools curl ostree openssl \
-	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light rpm groff-base
+	python3-gi gir1.2-nm-1.0 ignition tinyproxy nginx-light rpm groff-base strace
 # `customize --network-nmstate` runs nmstate's Python library (PyPI nmstate 2.0.0,
 # libnm through python3-gi/gir1.2-nm-1.0). Its declared `nispor` dependency has no
 # build for Debian or PyPI and is not used to generate keyfiles: hence --no-deps.
