@@ -114,11 +114,24 @@ KEYS_ADMIN := $(SYSCONFDIR)/nestos-installer/keys.d
 TOOL_PYTHON ?= $(if $(wildcard $(VPY)),$(abspath $(VPY)),$(PYTHON))
 RUN_SRC := PYTHONPATH=$(CURDIR) $(TOOL_PYTHON) -m nestos_inst
 
+# setuptools builds in the source tree (build/, *.egg-info) by default, so two builds
+# from one checkout at the same time (a test's wheel, the e2e harness's staged install)
+# would overwrite each other's files. Each build gets a private directory instead (a
+# setup.cfg that DIST_EXTRA_CONFIG names), removed by its exact name when the build
+# ends, whatever way. Prefix of a recipe line whose command runs setuptools.
+define private_build
+b=$$(mktemp -d "$${TMPDIR:-/tmp}/nestos-installer-build.XXXXXX") && \
+	trap 'rm -rf -- "$$b"' EXIT && trap 'exit 1' HUP INT TERM && \
+	printf '[build]\nbuild_base = %s/build\n[egg_info]\negg_base = %s\n' "$$b" "$$b" \
+		>"$$b/setup.cfg" && \
+	DIST_EXTRA_CONFIG="$$b/setup.cfg"
+endef
+
 install: install-python install-data
 
 install-python:
-	DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q --no-deps --ignore-installed \
-		--no-build-isolation --prefix=$(PREFIX) \
+	$(private_build) DEB_PYTHON_INSTALL_LAYOUT=deb_system $(PYTHON) -m pip install -q \
+		--no-deps --ignore-installed --no-build-isolation --prefix=$(PREFIX) \
 		--root=$(if $(DESTDIR),$(DESTDIR),/) .
 
 # Everything but the Python package (the RPM spec calls this after %pyproject_install).
@@ -147,12 +160,15 @@ install-data:
 	install -m 644 data/example-config.yaml $(DESTDIR)$(DATADIR)/nestos-installer/
 	$(RUN_SRC) pack man -C $(DESTDIR)$(MANDIR)/man8
 
-# Source distribution (what a distribution builds from) and wheel, into dist/.
+# Source distribution (what a distribution builds from) and wheel, into dist/ (the
+# wheel into WHEEL_DIR).
+WHEEL_DIR ?= dist
 sdist:
 	$(PYTHON) -c 'from setuptools import build_meta as b; print(b.build_sdist("dist"))'
 
 wheel:
-	$(PYTHON) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	$(private_build) $(PYTHON) -m pip wheel -q --no-deps --no-build-isolation --no-index \
+		-w $(WHEEL_DIR) .
 
 # The RPM, built from the sdist with rpmbuild. Debian's rpm lacks the Fedora/openEuler
 # macros (python, systemd, pyproject): packaging/rpm-debian.macros stands in for them

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -83,21 +82,16 @@ def _private_trees(python: str, pythonpath: str | None) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`make install-python DESTDIR=`: the package as a distribution installs it. Built
-    from a copy of the sources, so setuptools' build/ never lands in the checkout (where
-    a concurrent e2e image build may be running the same target)."""
-    src = tmp_path_factory.mktemp("src")
-    for name in ("Makefile", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
-        shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "nestos_inst", src / "nestos_inst",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    """`make install-python DESTDIR=`: the package as a distribution installs it
+    (setuptools builds in a private directory, so a concurrent e2e image build from
+    the same checkout is no concern: tests/integration/test_packaging.py)."""
     root = tmp_path_factory.mktemp("stage")
     env = dict(os.environ, LC_ALL="C")
     env.pop("MAKEFLAGS", None)
     proc = subprocess.run(
         ["make", "-s", "install-python", f"DESTDIR={root}", "PREFIX=/usr",
          f"PYTHON={SYSTEM_PYTHON}"],
-        cwd=src, capture_output=True, env=env, check=False, timeout=600,
+        cwd=REPO, capture_output=True, env=env, check=False, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
     site = root / "usr/lib/python3/dist-packages"

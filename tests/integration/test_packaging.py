@@ -131,17 +131,44 @@ def test_sdist_carries_everything_a_distribution_builds_from(tmp_path: Path) -> 
 
 
 def test_wheel_has_keys_and_license(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [SYSTEM_PYTHON, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, check=False, timeout=300,
-    )  # fmt: skip
+    """`make wheel` of the checkout (setuptools in a private build directory)."""
+    proc = _make("wheel", f"WHEEL_DIR={tmp_path}", f"PYTHON={SYSTEM_PYTHON}")
     assert proc.returncode == 0, proc.stderr.decode()
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "nestos_inst/data/keys/coreos/fedora-coreos-signing-keys.asc" in names
     assert "nestos_installer-0.1.0.dist-info/LICENSE" in names
     assert "nestos_inst/cli/man.py" in names
+
+
+@pytest.mark.parametrize("target", ["install-python", "wheel"])
+def test_builds_leave_the_source_tree_alone(tmp_path: Path, target: str) -> None:
+    """setuptools builds in a private directory, never in the source tree's build/ or
+    *.egg-info: a test's wheel and the e2e harness's staged install, run at the same
+    time from one checkout, would otherwise overwrite each other's files. The private
+    directory is gone afterwards. Built from a copy of the sources, so that nothing
+    running in the checkout meanwhile can change what is checked."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("Makefile", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "nestos_inst", src / "nestos_inst",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "out"
+    args = [f"DESTDIR={out}", "PREFIX=/usr"] if target == "install-python" else [f"WHEEL_DIR={out}"]
+    env = dict(os.environ, LC_ALL="C", TMPDIR=str(tmpdir))
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.run(
+        ["make", "-s", target, *args, f"PYTHON={SYSTEM_PYTHON}"],
+        cwd=src, capture_output=True, env=env, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+    assert list(tmpdir.iterdir()) == []
+    assert list(out.rglob("nestos_inst/__main__.py")) or list(out.glob("*.whl"))
 
 
 @pytest.mark.slow
