@@ -11,6 +11,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def repo_pythonpath(current: str | None = None) -> str:
+    """PYTHONPATH with this checkout first, then the non-empty entries of `current`
+    (the caller's value). An empty entry would mean the child's working directory,
+    from which any `yaml.py` or `argparse.py` lying there would be imported."""
+    return os.pathsep.join([str(REPO), *(p for p in (current or "").split(os.pathsep) if p)])
+
+
 def run_cli(
     *args: str | os.PathLike[str],
     input: bytes | None = None,
@@ -22,16 +29,17 @@ def run_cli(
     wrapper: Sequence[str] = (),
     preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """`python -m nestos_inst ARGS` with this checkout first on the path (`wrapper`:
+    """`python -P -m nestos_inst ARGS` with this checkout first on the path (`wrapper`:
     a command that runs it, e.g. in a namespace of its own; `preexec_fn`: a limit to
-    set in the child, e.g. hostile.cap_memory)."""
+    set in the child, e.g. hostile.cap_memory). `-P`: as for the installed command,
+    the working directory (`cwd`, often a test's scratch dir) is not on sys.path."""
     full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = repo_pythonpath(full_env.get("PYTHONPATH"))
     full_env.setdefault("LC_ALL", "C")
     if env:
         full_env.update(env)
     return subprocess.run(
-        [*wrapper, sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
+        [*wrapper, sys.executable, "-P", "-m", "nestos_inst", *(os.fspath(a) for a in args)],
         input=input,
         stdin=stdin,
         stdout=stdout,
@@ -69,7 +77,7 @@ def interrupt_cli(
     full_env = dict(os.environ, PYTHONPATH=str(REPO), LC_ALL="C")
     full_env.update(env or {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nestos_inst", *(os.fspath(a) for a in args)],
+        [sys.executable, "-P", "-m", "nestos_inst", *(os.fspath(a) for a in args)],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

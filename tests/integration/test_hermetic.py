@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.helpers.cli import REPO
+import pytest
+
+from tests.helpers.cli import REPO, repo_pythonpath, run_cli
 
 SIGNAL_TESTS = [
     "tests/unit/test_download_cli.py::test_signal_mid_transfer_leaves_nothing",
@@ -35,3 +38,26 @@ def test_signal_tests_pass_with_sigint_ignored() -> None:
     out = proc.stdout.decode(errors="replace")
     assert proc.returncode == 0, out + proc.stderr.decode(errors="replace")
     assert " passed" in out and "failed" not in out, out
+
+
+@pytest.mark.parametrize("caller", [None, "", f"{os.pathsep}/nonexistent{os.pathsep}{os.pathsep}"])
+def test_run_cli_keeps_its_working_directory_off_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caller: str | None
+) -> None:
+    """Modules lying in the child's working directory (often a test's scratch dir)
+    must not replace the installer's own package or the standard library: run_cli
+    puts no empty entry into PYTHONPATH, whatever the caller's value, and runs
+    `python -P` (no working directory in front either)."""
+    if caller is None:
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONPATH", caller)
+    shadow = 'raise SystemExit("shadowed by the working directory")\n'
+    (tmp_path / "argparse.py").write_text(shadow)
+    (tmp_path / "nestos_inst").mkdir()
+    (tmp_path / "nestos_inst" / "__init__.py").write_text(shadow)
+    proc = run_cli("--version", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout.startswith(b"nestos-installer ")
+    assert "" not in repo_pythonpath(caller).split(os.pathsep)
+    assert repo_pythonpath(caller).split(os.pathsep)[0] == str(REPO)
