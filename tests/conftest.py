@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -60,15 +61,59 @@ def pytest_configure(config: pytest.Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) == signal.SIG_DFL:
             signal.signal(sig, _interrupt)
+    # Capture is suspended while plugins configure: fd 2 is the run's real stderr here,
+    # where a repeated signal is reported even while a test's output is captured.
+    if _stopping.stderr is None:
+        _stopping.stderr = os.dup(2)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    del config
+    if _stopping.stderr is not None:
+        os.close(_stopping.stderr)
+        _stopping.stderr = None
 
 
 class Terminated(KeyboardInterrupt):
     """The test run got SIGTERM or SIGHUP: stop like Ctrl-C, cleaning up."""
 
 
+class _Stopping:
+    """Whether the run is stopping (pytest called its keyboard-interrupt hook), and
+    whether a repeated signal was reported already."""
+
+    session = False
+    told = False
+    stderr: int | None = None
+
+
+_stopping = _Stopping()
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGHUP interrupt the run. Repeats that arrive while it unwinds (a
+    supervisor repeating its signal) would break off the cleanup that stops VMs and
+    detaches loop devices, and chain traceback on traceback: they are only
+    acknowledged, once, on the real stderr; pytest still ends as interrupted (exit 2).
+
+    Unwinding means an interruption is in flight here (this thread is handling a
+    KeyboardInterrupt: a test's `finally`, a context manager's exit) or pytest has
+    begun stopping the session. A test that signals itself and catches the
+    interruption leaves neither behind, so the next such test is interrupted too."""
     del frame
-    raise Terminated(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if not _stopping.session and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        raise Terminated(name)
+    if not _stopping.told and _stopping.stderr is not None:
+        _stopping.told = True
+        line = f"\n{name} again: the test run is already stopping (cleaning up first)\n"
+        os.write(_stopping.stderr, line.encode())
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """From here on, the session only cleans up (see _interrupt)."""
+    del excinfo
+    _stopping.session = True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,23 @@ def test_pool(tmp_path: Path) -> None:
     finally:
         end_pool(pool, futs)
 """
+
+
+# The same pool, plus a fixture whose teardown takes a few seconds (as detaching loop
+# devices and unmounting can): signals repeated at a supervisor's pace land in it.
+SLOW_TEARDOWN_TEST = POOL_TEST.replace(
+    "def test_pool(tmp_path: Path) -> None:",
+    """import time
+import pytest
+
+@pytest.fixture
+def slow_teardown():
+    yield
+    time.sleep(4)
+    Path(DONE_FILE).touch()
+
+def test_pool(tmp_path: Path, slow_teardown: None) -> None:""",
+)
 
 
 def _pids_named(marker: str, *, qemu_only: bool = False) -> list[int]:
@@ -164,12 +183,14 @@ def test_killed_runner_leaves_no_qemu(tmp_path: Path, marker: str, sig: int) -> 
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sigterm_to_pytest_run_stops_its_vms(tmp_path: Path, marker: str) -> None:
-    """SIGTERM to a pytest e2e run (a CI timeout, a stopped session) stops the VMs its
-    scenario pool started, as Ctrl-C does, and pytest ends as interrupted (exit 2)."""
+@contextmanager
+def _pytest_run(tmp_path: Path, marker: str, module: str) -> Iterator[subprocess.Popen[str]]:
+    """A child pytest run (the repository's conftests: SIGTERM is an interruption, the
+    e2e hooks stop every VM) of the test module `module`, once its two QEMUs run;
+    output merged into stdout. Afterwards no process of this test is left."""
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("missing qemu-system-x86_64 (make e2e-deps)")
-    (tmp_path / "test_pool.py").write_text(POOL_TEST)
+    (tmp_path / "test_pool.py").write_text(module)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), E2E_MARKER=marker)
     child = subprocess.Popen(
@@ -183,17 +204,47 @@ def test_sigterm_to_pytest_run_stops_its_vms(tmp_path: Path, marker: str) -> Non
     try:
         started = _wait_for(lambda: len(_pids_named(marker, qemu_only=True)) == 2, 60)
         assert started, "QEMUs did not start"
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+        for pid in _pids_named(marker):  # only this test's QEMU, by its unique name
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_to_pytest_run_stops_its_vms(tmp_path: Path, marker: str) -> None:
+    """SIGTERM to a pytest e2e run (a CI timeout, a stopped session) stops the VMs its
+    scenario pool started, as Ctrl-C does, and pytest ends as interrupted (exit 2)."""
+    with _pytest_run(tmp_path, marker, POOL_TEST) as child:
         child.send_signal(signal.SIGTERM)
         out, _ = child.communicate(timeout=120)
         assert child.returncode == 2, out
         assert "Terminated: SIGTERM" in out, out
         assert _pids_named(marker) == [], "QEMU outlived the terminated pytest run"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-        for pid in _pids_named(marker):
-            os.kill(pid, signal.SIGKILL)
+
+
+def test_repeated_sigterm_to_pytest_run_is_quiet(tmp_path: Path, marker: str) -> None:
+    """Four SIGTERMs 0.3 s apart (a supervisor repeating itself): the first interrupts
+    the run, the others arrive during its cleanup and must not break it off. One line,
+    which gets past pytest's output capture, says the run is already stopping; no
+    traceback; the teardown completes, the VMs are stopped and pytest ends as
+    interrupted (exit 2)."""
+    done = tmp_path / "teardown-done"
+    module = SLOW_TEARDOWN_TEST.replace("DONE_FILE", repr(str(done)))
+    with _pytest_run(tmp_path, marker, module) as child:
+        for i in range(4):
+            if i:
+                time.sleep(0.3)
+            assert child.poll() is None, "the run ended before the last signal"
+            child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 2, out
+        assert "Terminated: SIGTERM" in out, out
+        assert out.count("SIGTERM again: the test run is already stopping") == 1, out
+        assert "Traceback" not in out and "During handling" not in out, out
+        assert done.exists(), out
+        assert _pids_named(marker) == [], "QEMU outlived the terminated pytest run"
 
 
 def test_stop_on_ends_qemu(tmp_path: Path, marker: str) -> None:
