@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -124,8 +124,14 @@ def _wait_for(cond: object, seconds: float) -> bool:
 
 
 @pytest.fixture
-def marker() -> str:
-    return f"nestos-e2e-leak-{uuid.uuid4().hex[:12]}"
+def marker() -> Iterator[str]:
+    """A unique QEMU `-name` for this test. Whatever still carries it at the end (the
+    test failed) is killed: only this test's processes, by their unique name."""
+    name = f"nestos-e2e-leak-{uuid.uuid4().hex[:12]}"
+    yield name
+    for pid in _pids_named(name):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_interrupted_run_leaves_no_qemu(tmp_path: Path, marker: str) -> None:
@@ -152,8 +158,6 @@ def test_interrupted_run_leaves_no_qemu(tmp_path: Path, marker: str) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
-        for pid in _pids_named(marker):  # only this test's QEMU, by its unique name
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
@@ -179,8 +183,6 @@ def test_killed_runner_leaves_no_qemu(tmp_path: Path, marker: str, sig: int) -> 
             child.wait()
         if child.stderr:
             child.stderr.close()
-        for pid in _pids_named(marker):
-            os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -209,8 +211,6 @@ def _pytest_run(tmp_path: Path, marker: str, module: str) -> Iterator[subprocess
         if child.poll() is None:
             child.kill()
             child.communicate()
-        for pid in _pids_named(marker):  # only this test's QEMU, by its unique name
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_sigterm_to_pytest_run_stops_its_vms(tmp_path: Path, marker: str) -> None:
@@ -253,16 +253,12 @@ def test_stop_on_ends_qemu(tmp_path: Path, marker: str) -> None:
         pytest.skip("missing qemu-system-x86_64 (make e2e-deps)")
     from tests.e2e.vm import run_qemu
 
-    try:
-        # SeaBIOS prints its banner on the serial console of a diskless VM.
-        b = run_qemu(["-nic", "none", "-name", marker], workdir=tmp_path, timeout=300,
-                     stop_on="SeaBIOS", memory=64)  # fmt: skip
-        assert "SeaBIOS" in b.marks, b.log[-2000:]
-        assert not b.timed_out
-        assert _pids_named(marker) == []
-    finally:
-        for pid in _pids_named(marker):
-            os.kill(pid, signal.SIGKILL)
+    # SeaBIOS prints its banner on the serial console of a diskless VM.
+    b = run_qemu(["-nic", "none", "-name", marker], workdir=tmp_path, timeout=300,
+                 stop_on="SeaBIOS", memory=64)  # fmt: skip
+    assert "SeaBIOS" in b.marks, b.log[-2000:]
+    assert not b.timed_out
+    assert _pids_named(marker) == []
 
 
 def _get(port: int, path: str, extra: str = "") -> bytes:
