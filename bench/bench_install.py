@@ -2,8 +2,9 @@
 
 `nestos-installer install LOOP --image-file IMG --insecure` against
 `<decoder> -dc IMG | dd of=LOOP bs=1M conv=fsync` on the same loop device, in
-alternating pairs (bench/common.py). For zstd, whose decoder outruns the disk, also
-against `dd` of the already-decompressed image: the rate of the device itself.
+alternating pairs (bench/common.py). For zstd also against `dd` of the already-
+decompressed image on a loop device with direct I/O: the rate of the device itself
+(bench/images.zstd_against_device).
 Inputs: bench/images.py (cached realistic images, fast presets). Needs root.
 
 With NESTOS_BENCH_SIGNED=1 each format is also installed with a real GPG signature
@@ -24,13 +25,11 @@ from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
 from bench.images import (
     FORMATS,
     GOALS,
-    ZSTD_VS_DD_GOAL,
     cold,
     compressed,
-    dd_raw,
     decode_into,
     loop_device,
-    raw_image,
+    zstd_against_device,
 )
 from bench.signing import publish, signing_workdir
 from tests.helpers.gpgkey import SigningKey
@@ -83,14 +82,7 @@ def _run(
             )
             peak = max(peak, r.ours_rss_mib)
             if fmt == "zst":
-                raw = raw_image(size_mib)
-                compare(
-                    "install zst vs dd of the decoded image",
-                    lambda p=path: ours(p, dev),  # type: ignore[misc]
-                    lambda r=raw: dd_raw(r, dev),  # type: ignore[misc]
-                    goal=ZSTD_VS_DD_GOAL,
-                    setup=lambda: cold(dev),
-                )
+                zstd_against_device("install", ours, path, size_mib)
             if signed is not None:
                 work, key = signed
                 link = work / publish(fmt, size_mib, work, key)

@@ -1,6 +1,6 @@
 """The io layer alone (no CLI start-up, no partition checks): decompress + copy_to_fd into
 a loop device, against `<decoder> -dc IMG | dd of=LOOP bs=1M conv=fsync`, and for zstd
-against `dd` of the decoded image. This is the figure to profile when an install ratio
+against `dd` of the decoded image (bench/images.zstd_against_device). This is the figure to profile when an install ratio
 drops (`py-spy record -- python bench/bench_write.py --child DEV < IMG`).
 
 Also checks that peak RSS does not grow with the image: ours on an image this many
@@ -21,13 +21,11 @@ from bench.common import MIB, Sample, compare, limit, python_env, run_pipeline
 from bench.images import (
     FORMATS,
     GOALS,
-    ZSTD_VS_DD_GOAL,
     cold,
     compressed,
-    dd_raw,
     decode_into,
     loop_device,
-    raw_image,
+    zstd_against_device,
 )
 
 RSS_LIMIT_MIB = 100
@@ -75,14 +73,7 @@ def main() -> int:
                 setup=lambda: cold(dev),
             )
             if fmt == "zst":
-                raw = raw_image(size_mib)
-                compare(
-                    "io write zst vs dd of the decoded image",
-                    lambda p=path: ours(p, dev),  # type: ignore[misc]
-                    lambda r=raw: dd_raw(r, dev),  # type: ignore[misc]
-                    goal=ZSTD_VS_DD_GOAL,
-                    setup=lambda: cold(dev),
-                )
+                zstd_against_device("io write", ours, path, size_mib)
             if rss_gib and rss_gib * 1024 != size_mib:
                 big = compressed(fmt, rss_gib * 1024)
                 big_rss = ours(big, dev).rss_kib / 1024

@@ -35,6 +35,7 @@ from .postinstall import BootEdits, apply
 from .writer import MiB, write_image
 
 if TYPE_CHECKING:
+    from ..disk.blockdev import OtherDisksScan
     from ..disk.saved import Filter, SavedPartitions
     from ..sources import ImageReader, ImageSource, SourceStream
 
@@ -386,6 +387,7 @@ def execute(plan: Plan) -> None:
             with context(f"checking for exclusive access to {target.path}"):
                 blockdev.check_exclusive(target.canonical)
         fd = stack.enter_context(_open_target(target, os.O_RDWR))
+        scans: list[OtherDisksScan] = []
         ss_for_table = target.sector_size or 512
         saved = SavedPartitions.read(fd, ss_for_table, target.size, plan.filters)
         sector_size = ss_for_table
@@ -399,6 +401,7 @@ def execute(plan: Plan) -> None:
                 finish=reader.finish,
                 size_limit=target.size or None,
                 size_limit_message=f"image is larger than {target.path} ({target.size} bytes)",
+                copying=lambda: scans.extend(_start_duplicate_boot_scan(target)),
             )
             sector_size = target.sector_size or result.sector_size or 512
             _customize(plan, fd, sector_size)
@@ -409,7 +412,7 @@ def execute(plan: Plan) -> None:
         except (Exception, KeyboardInterrupt) as exc:
             _fail(plan, fd, saved, exc, sector_size)
             raise NestosError("install failed") from None
-    _check_duplicate_boot(target)
+    _check_duplicate_boot(target, scans[0] if scans else None)
     say("Install complete.")
 
 
@@ -528,14 +531,26 @@ def _on_target(dev: str, target: str) -> bool:
     return rest is not None and re.fullmatch(r"p?\d+", rest) is not None
 
 
-def _check_duplicate_boot(target: Target) -> None:
+def _start_duplicate_boot_scan(target: Target) -> list[OtherDisksScan]:
+    """Probe the other disks while the image is written (blockdev.OtherDisksScan), when
+    the check will need blkid at all: with udevd running its database answers."""
+    from ..disk import blockdev, udev
+
+    if udev.udevd_running():
+        return []
+    if target.is_file:
+        return [blockdev.OtherDisksScan(lambda dev: False)]
+    return [blockdev.OtherDisksScan(lambda dev: _on_target(dev, target.canonical))]
+
+
+def _check_duplicate_boot(target: Target, scan: OtherDisksScan | None = None) -> None:
     """Best effort: other filesystems labeled `boot` confuse the first boot.
 
     Unlike upstream we do not re-read other disks' partition tables: on kernels without
     a partition parser (containers, minimal VMs) that would drop their partition nodes.
     """
     try:
-        others = _boot_filesystems(target)
+        others = _boot_filesystems(target, scan)
     except Exception as exc:
         say(f"checking filesystems labeled 'boot': {exc}")
         return
@@ -546,11 +561,15 @@ def _check_duplicate_boot(target: Target) -> None:
     write(duplicate_label_note(others, BOOT_LABEL))
 
 
-def _boot_filesystems(target: Target) -> list[str]:
+def _boot_filesystems(target: Target, scan: OtherDisksScan | None) -> list[str]:
     from ..disk import blockdev
 
+    candidates = None
+    if scan is not None:
+        own = [] if target.is_file else blockdev.kernel_partitions(target.canonical)
+        candidates = scan.candidates([p.path for p in own])
     return [
         fs["NAME"]
-        for fs in blockdev.filesystems_with_label(BOOT_LABEL)
+        for fs in blockdev.filesystems_with_label(BOOT_LABEL, candidates=candidates)
         if target.is_file or not _on_target(fs["NAME"], target.canonical)
     ]

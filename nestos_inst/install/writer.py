@@ -43,12 +43,15 @@ def write_image(
     decompress: bool = True,
     size_limit: int | None = None,
     size_limit_message: str = "",
+    copying: Callable[[], None] | None = None,
 ) -> WriteResult:
     """Stream `source` (bytes as served) onto `fd`; the first MiB goes on last.
 
     `finish` completes verification (GPG) after EOF; it runs before the first MiB is
     written so an image whose signature fails never becomes bootable. `size_limit` is the
     end of the target (regular files / devices) reported with `size_limit_message`.
+    `copying` is called once the image's first MiB decoded and the bulk copy begins:
+    work that may overlap the copy starts there, off the start-up's critical path.
     """
     reader = open_decompressed(source) if decompress else passthrough(source)
     try:
@@ -81,6 +84,8 @@ def write_image(
         pwrite_all(fd, bytes(MiB), 0)
     _fsync(fd)
 
+    if copying is not None:
+        copying()
     written = MiB + copy_to_fd(
         reader,
         fd,

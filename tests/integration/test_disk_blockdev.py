@@ -287,6 +287,23 @@ def _with_partitions(*devs: str) -> list[str]:
     return [name for dev in devs for name in (dev, *(f"{dev}p{n}" for n in (1, 2, 3)))]
 
 
+def _check_split_scan(dest: str, other: str) -> None:
+    """OtherDisksScan (the other disks probed while the image is written, the target's
+    partitions at the end) finds what one scan at the end finds, the other disks first
+    (their order is blkid's), and never probes the target early: here the target's boot
+    filesystem is made only after the scan of the others ended, as an install does."""
+    _sh("wipefs", "-q", "-a", f"{dest}p1")
+    scan = blockdev.OtherDisksScan(lambda dev: dev == dest or dev.startswith(f"{dest}p"))
+    scan._thread.join()  # noqa: SLF001 - our own class: wait for the early half here
+    _sh("mkfs.ext4", "-q", "-L", "boot", f"{dest}p1")
+    found = scan.candidates(_with_partitions(dest)[1:])
+    names = [f["NAME"] for f in blockdev.filesystems_with_label("boot", candidates=found)]
+    assert f"{other}p2" in names and f"{dest}p1" in names
+    assert names.index(f"{other}p2") < names.index(f"{dest}p1")
+    whole = [f["NAME"] for f in blockdev.filesystems_with_label("boot")]
+    assert {f"{other}p2", f"{dest}p1"} <= set(whole)
+
+
 def test_duplicate_boot_labels(tmp_path: Path) -> None:
     """The label search and the `dest` exclusion, on this test's own devices only:
     another suite running at the same time has `boot` filesystems of its own."""
@@ -303,6 +320,7 @@ def test_duplicate_boot_labels(tmp_path: Path) -> None:
         assert blockdev.other_devices_with_label(dest, devices=ours) == []
         _sh("mkfs.ext4", "-q", "-F", "-L", "boot", f"{other}p2")
         assert blockdev.other_devices_with_label(dest, devices=ours) == [f"{other}p2"]
+        _check_split_scan(dest, other)
     note = blockdev.duplicate_label_note(["/dev/sdb1"])
     assert note.startswith("\nNote: detected other devices with a filesystem labeled `boot`:\n")
     assert "  - /dev/sdb1\n" in note and note.endswith("wiping them with `wipefs -a`.\n\n")
