@@ -8,7 +8,9 @@ Limits: peak RSS of every install <= 100 MiB; no failed request in nginx's log. 
 for each N: aggregate MB/s of the image and CPU seconds per MB (ours and baseline), to
 show how both grow with N, both as the process trees' rusage and as the whole
 machine's busy time (bench/common.machine_cpu: it also counts the gpg that GPGME
-starts detached, which rusage cannot see). Needs root (losetup).
+starts detached, which rusage cannot see). Also, without a goal, the same installs
+with --insecure against the same baseline: the share of the gap that is verification.
+Needs root (losetup).
 
 Environment: NESTOS_BENCH_FLEET_MIB (image size, default 128), NESTOS_BENCH_FLEET_N
 (default 1,2,4,8), NESTOS_BENCH_FLEET_FORMAT (default xz), NESTOS_BENCH_RUNS.
@@ -116,6 +118,16 @@ def main() -> int:
                         f"fleet N={n} baseline machine CPU per MB",
                         r.baseline_machine_cpu / total_mb,
                         unit="s/MB",
+                    )
+                    # The same installs without verification (--insecure, no goal): what
+                    # is left of the gap once gpg's work is taken out.
+                    compare(
+                        f"fleet N={n} {fmt}: installs --insecure vs curl | xz -dc | dd",
+                        _fleet(devs, lambda dev: ours(url, dev, None)),
+                        _fleet(devs, lambda dev: base(fmt, url, dev)),
+                        goal=None,
+                        note="no verification on either side (informational)",
+                        setup=lambda d=devs: cold(*d),  # type: ignore[misc]
                     )
             limit("fleet peak RSS per install", peak, RSS_LIMIT_MIB, unit="MiB")
             limit("nginx failed requests (fleet)", server.failed(), 0, unit="requests")

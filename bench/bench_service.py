@@ -42,7 +42,7 @@ def main() -> int:
             PYTHONPATH=str(REPO),
             NESTOS_INSTALLER_CMDLINE=str(d / "cmdline"),
             NESTOS_INSTALLER_CONFIG_DIRS=str(conf),
-            NESTOS_INSTALLER_REBOOT_FLAG=str(d / "flag"),
+            NESTOS_INSTALLER_NOREBOOT_FLAG=str(d / "noreboot"),
             NESTOS_INSTALLER_INITRD="0",
             NESTOS_INSTALLER_GENERATOR_STDIO="1",
         )

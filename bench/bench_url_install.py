@@ -27,9 +27,12 @@ GOALS = {"xz": 1.0, "xz-T2": 1.6, "gz": 1.0, "zst": 1.0}
 RSS_LIMIT_MIB = 100
 
 
-def ours(url: str, dev: str, keyring: Path) -> Sample:
+def ours(url: str, dev: str, keyring: Path | None) -> Sample:
+    """`install --image-url` verified with `keyring`; None installs with --insecure
+    (no signature check), to measure what verification costs."""
     argv = [sys.executable, "-m", "nestos_inst", "install", dev, "--image-url", url]
-    return run_pipeline([[*argv, "--keyring", str(keyring)]], env=python_env())
+    check = ["--keyring", str(keyring)] if keyring is not None else ["--insecure"]
+    return run_pipeline([[*argv, *check]], env=python_env())
 
 
 def base(fmt: str, url: str, dev: str) -> Sample:

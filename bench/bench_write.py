@@ -1,7 +1,8 @@
 """The io layer alone (no CLI start-up, no partition checks): decompress + copy_to_fd into
 a loop device, against `<decoder> -dc IMG | dd of=LOOP bs=1M conv=fsync`, and for zstd
-against `dd` of the decoded image (bench/images.zstd_against_device). This is the figure to profile when an install ratio
-drops (`py-spy record -- python bench/bench_write.py --child DEV < IMG`).
+against `dd` of the decoded image (bench/images.zstd_against_device). This is the
+figure to profile when an install ratio drops
+(`py-spy record -- python bench/bench_write.py --child DEV < IMG`).
 
 Also checks that peak RSS does not grow with the image: ours on an image this many
 times larger must stay within 10% of the 1 GiB figure and under 100 MiB.
