@@ -517,10 +517,14 @@ class OtherDisksScan:
         except Exception as exc:  # reported by candidates(), on the caller's thread
             self._error = exc
 
+    def wait(self) -> None:
+        """Wait until the other disks are probed."""
+        self._thread.join()
+
     def candidates(self, target_devices: Sequence[str]) -> list[dict[str, str]]:
         """Probe results of the other disks (in blkid's order), then of `target_devices`
         probed now; raises what the scan raised."""
-        self._thread.join()
+        self.wait()
         if self._error is not None:
             raise self._error
         return self._found + (probe_devices(target_devices) if target_devices else [])

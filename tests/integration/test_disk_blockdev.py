@@ -294,7 +294,7 @@ def _check_split_scan(dest: str, other: str) -> None:
     filesystem is made only after the scan of the others ended, as an install does."""
     _sh("wipefs", "-q", "-a", f"{dest}p1")
     scan = blockdev.OtherDisksScan(lambda dev: dev == dest or dev.startswith(f"{dest}p"))
-    scan._thread.join()  # noqa: SLF001 - our own class: wait for the early half here
+    scan.wait()
     _sh("mkfs.ext4", "-q", "-L", "boot", f"{dest}p1")
     found = scan.candidates(_with_partitions(dest)[1:])
     names = [f["NAME"] for f in blockdev.filesystems_with_label("boot", candidates=found)]
@@ -302,6 +302,23 @@ def _check_split_scan(dest: str, other: str) -> None:
     assert names.index(f"{other}p2") < names.index(f"{dest}p1")
     whole = [f["NAME"] for f in blockdev.filesystems_with_label("boot")]
     assert {f"{other}p2", f"{dest}p1"} <= set(whole)
+
+
+def test_other_disks_scan_reports_its_error_on_the_callers_thread(tmp_path: Path) -> None:
+    """A failure inside the early scan (here: the target test itself) is raised by
+    candidates(), where the install turns it into its one-line note."""
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(8 * MIB)
+    _sh("mkfs.ext4", "-q", str(img))  # a device blkid lists, whatever else is there
+
+    def broken(dev: str) -> bool:
+        raise NestosError(f"cannot tell whether {dev} is the target")
+
+    with loop_device(img, partitions=False):
+        scan = blockdev.OtherDisksScan(broken)
+        with pytest.raises(NestosError, match="cannot tell whether /dev/"):
+            scan.candidates([])
 
 
 def test_duplicate_boot_labels(tmp_path: Path) -> None:
