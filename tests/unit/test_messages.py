@@ -51,7 +51,7 @@ def test_iso_messages_name_the_media_brand(tmp_path: Path, profile: profiles.Pro
 
 def test_bad_ignition_json(tmp_path: Path) -> None:
     ign = tmp_path / "c.ign"
-    ign.write_text('{bad: 1}\n')
+    ign.write_text("{bad: 1}\n")
     target = tmp_path / "disk.img"
     target.write_bytes(b"keep")
     img = tmp_path / "img.raw"
