@@ -387,7 +387,12 @@ def execute(plan: Plan) -> None:
             with context(f"checking for exclusive access to {target.path}"):
                 blockdev.check_exclusive(target.canonical)
         fd = stack.enter_context(_open_target(target, os.O_RDWR))
-        scans: list[OtherDisksScan] = []
+        scan: OtherDisksScan | None = None
+
+        def start_scan() -> None:
+            nonlocal scan
+            scan = _start_duplicate_boot_scan(target)
+
         ss_for_table = target.sector_size or 512
         saved = SavedPartitions.read(fd, ss_for_table, target.size, plan.filters)
         sector_size = ss_for_table
@@ -401,7 +406,7 @@ def execute(plan: Plan) -> None:
                 finish=reader.finish,
                 size_limit=target.size or None,
                 size_limit_message=f"image is larger than {target.path} ({target.size} bytes)",
-                copying=lambda: scans.extend(_start_duplicate_boot_scan(target)),
+                copying=start_scan,
             )
             sector_size = target.sector_size or result.sector_size or 512
             _customize(plan, fd, sector_size)
@@ -412,7 +417,7 @@ def execute(plan: Plan) -> None:
         except (Exception, KeyboardInterrupt) as exc:
             _fail(plan, fd, saved, exc, sector_size)
             raise NestosError("install failed") from None
-    _check_duplicate_boot(target, scans[0] if scans else None)
+    _check_duplicate_boot(target, scan)
     say("Install complete.")
 
 
@@ -531,16 +536,16 @@ def _on_target(dev: str, target: str) -> bool:
     return rest is not None and re.fullmatch(r"p?\d+", rest) is not None
 
 
-def _start_duplicate_boot_scan(target: Target) -> list[OtherDisksScan]:
+def _start_duplicate_boot_scan(target: Target) -> OtherDisksScan | None:
     """Probe the other disks while the image is written (blockdev.OtherDisksScan), when
     the check will need blkid at all: with udevd running its database answers."""
     from ..disk import blockdev, udev
 
     if udev.udevd_running():
-        return []
+        return None
     if target.is_file:
-        return [blockdev.OtherDisksScan(lambda dev: False)]
-    return [blockdev.OtherDisksScan(lambda dev: _on_target(dev, target.canonical))]
+        return blockdev.OtherDisksScan(lambda dev: False)
+    return blockdev.OtherDisksScan(lambda dev: _on_target(dev, target.canonical))
 
 
 def _check_duplicate_boot(target: Target, scan: OtherDisksScan | None = None) -> None:
